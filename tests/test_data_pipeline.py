@@ -1,0 +1,241 @@
+"""Tests of the example schema, the TFDS ArrayRecord dataset and the Grain loaders."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from jaxpriv.data import pipeline, schema, tfds_builder
+from jaxpriv.dp import sampling
+
+SIZES = dict(num_train=40, num_test=10, seed=5)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tfds")
+
+
+@pytest.fixture(scope="module")
+def videos(data_dir):
+    return tfds_builder.prepare_synthetic(data_dir, kind="video", **SIZES)
+
+
+@pytest.fixture(scope="module")
+def train(videos):
+    return pipeline.load_source(videos, "train")
+
+
+def _example(**overrides):
+    example = {
+        "video": np.zeros((8, 32, 32, 3), np.uint8),
+        "sensitive": np.ones((8, 32, 32), np.uint8),
+        "label": np.int64(3),
+    }
+    return {name: value for name, value in (example | overrides).items() if value is not None}
+
+
+# --- schema -----------------------------------------------------------------
+
+
+def test_valid_examples_pass():
+    schema.validate_example(_example())
+    schema.validate_example(_example(sensitive=np.zeros((8, 32, 32), bool), label=0))
+    image = dict(image=np.zeros((32, 32, 3), np.uint8), sensitive=np.ones((32, 32), np.uint8), label=7)
+    schema.validate_example(image)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(sensitive=np.ones((8, 32, 30), np.uint8)),
+            r"sensitive mask has shape \(8, 32, 30\) but video is \(8, 32, 32, 3\): expected \(8, 32, 32\)",
+        ),
+        (dict(video=np.zeros((8, 32, 32, 3), np.float32)), "video has dtype float32: expected uint8"),
+        (dict(video=np.zeros((8, 32, 32, 4), np.uint8)), r"video has shape \(8, 32, 32, 4\): expected TxHxWx3"),
+        (dict(video=None, image=np.zeros((8, 32, 32, 3), np.uint8)), r"image has shape \(8, 32, 32, 3\): expected HxWx3"),
+        (dict(sensitive=np.full((8, 32, 32), 2, np.uint8)), "sensitive mask has value 2: expected only 0 and 1"),
+        (dict(sensitive=np.ones((8, 32, 32), np.float32)), "sensitive mask has dtype float32: expected bool or uint8"),
+        (dict(label=-1), r"label is -1 \(int64, shape \(\)\): expected a non-negative integer"),
+        (dict(label=2.0), r"label is 2.0 \(float64, shape \(\)\): expected a non-negative integer"),
+        (dict(label=True), r"label is True \(bool, shape \(\)\)"),
+        (dict(label=np.array([1, 2])), r"label is \[1 2\] \(int64, shape \(2,\)\)"),
+        (dict(sensitive=None), "example has no 'sensitive' feature"),
+        (dict(video=None), "exactly one of"),
+        (dict(image=np.zeros((32, 32, 3), np.uint8)), "exactly one of"),
+    ],
+)
+def test_invalid_examples_name_the_problem(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        schema.validate_example(_example(**overrides))
+
+
+# --- TFDS dataset -------------------------------------------------------------
+
+
+def _assert_split_matches_generator(builder, split):
+    source = pipeline.load_source(builder, split)
+    expected = tfds_builder.generate_split(builder.builder_config, split)
+    assert pipeline.num_examples(source) == len(expected["label"])
+    for i in range(len(source)):
+        record = source[i]
+        assert set(record) == set(expected)
+        for name, values in expected.items():
+            np.testing.assert_array_equal(record[name], values[i])
+            assert np.asarray(record[name]).dtype == values.dtype
+
+
+@pytest.mark.parametrize("split", tfds_builder.SPLITS)
+def test_video_records_equal_the_generator(videos, split):
+    _assert_split_matches_generator(videos, split)
+
+
+def test_image_records_equal_the_generator(data_dir):
+    images = tfds_builder.prepare_synthetic(data_dir, kind="image", sensitivity="all", **SIZES)
+    assert images.data_path != tfds_builder.prepare_synthetic(data_dir, kind="image", **SIZES).data_path
+    for split in tfds_builder.SPLITS:
+        _assert_split_matches_generator(images, split)
+    assert (pipeline.load_source(images, "test")[0]["sensitive"] == 1).all()
+
+
+def test_works_without_tensorflow(videos, train):
+    assert train[0]["video"].shape == (8, 32, 32, 3)
+    assert "tensorflow" not in sys.modules
+
+
+def test_dataset_is_stored_as_array_record(videos):
+    files = sorted(path.name for path in videos.data_path.iterdir())
+    assert "dataset_info.json" in files and "features.json" in files
+    assert any(".array_record-" in name and "train" in name for name in files)
+    assert any(".array_record-" in name and "test" in name for name in files)
+
+
+def test_config_name_encodes_every_parameter(videos):
+    assert videos.builder_config.name == "video_train40_test10_seed5_background"
+    assert videos.data_path.parts[-3:] == ("synthetic_actions", videos.builder_config.name, "1.0.0")
+
+
+def test_load_source_from_a_directory(videos):
+    from_dir = pipeline.load_source(videos.data_path, "test")
+    np.testing.assert_array_equal(from_dir[3]["video"], pipeline.load_source(videos, "test")[3]["video"])
+
+
+def test_complete_dataset_is_reused(data_dir, videos, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("a complete dataset must not be generated again")
+
+    monkeypatch.setattr(tfds_builder, "generate_split", fail)
+    again = tfds_builder.prepare_synthetic(data_dir, kind="video", **SIZES)
+    assert again.data_path == videos.data_path
+
+
+def test_failed_build_leaves_no_dataset_and_is_rebuilt(tmp_path, monkeypatch):
+    real_generate_split = tfds_builder.generate_split
+
+    def corrupt_example_7(config, split):
+        arrays = real_generate_split(config, split)
+        arrays["label"][7] = -1  # the builder validates every example it writes
+        return arrays
+
+    monkeypatch.setattr(tfds_builder, "generate_split", corrupt_example_7)
+    with pytest.raises(ValueError, match="label is -1"):
+        tfds_builder.prepare_synthetic(tmp_path, **SIZES)
+    config_dir = tmp_path / "synthetic_actions" / "video_train40_test10_seed5_background"
+    assert list(config_dir.iterdir()) == []  # neither a version folder nor incomplete.*
+
+    monkeypatch.undo()
+    builder = tfds_builder.prepare_synthetic(tmp_path, **SIZES)
+    assert builder.is_prepared()
+    _assert_split_matches_generator(builder, "train")
+
+
+def test_incomplete_folder_of_a_killed_run_is_not_a_dataset(tmp_path):
+    config_dir = tmp_path / "synthetic_actions" / "video_train40_test10_seed5_background"
+    stale = config_dir / "incomplete.AB12CD_1.0.0"
+    stale.mkdir(parents=True)
+    (stale / "dataset_info.json").write_text("{}")
+    (stale / "synthetic_actions-train.array_record-00000-of-00001").write_bytes(b"truncated")
+    builder = tfds_builder.prepare_synthetic(tmp_path, **SIZES)
+    assert builder.data_path == config_dir / "1.0.0"
+    _assert_split_matches_generator(builder, "train")
+
+
+# --- Grain loaders --------------------------------------------------------------
+
+
+def _assert_batch_holds(batch, source, indices, weights):
+    np.testing.assert_array_equal(batch["weight"], weights)
+    for slot, index in enumerate(indices):
+        record = source[int(index)]
+        np.testing.assert_array_equal(batch["video"][slot], record["video"])
+        np.testing.assert_array_equal(batch["sensitive"][slot], record["sensitive"].astype(bool))
+        assert batch["label"][slot] == record["label"]
+
+
+def test_poisson_batches(train):
+    batches = list(pipeline.train_batches(train, seed=3, num_steps=4, sampling_rate=0.25, capacity=24))
+    assert len(batches) == 4
+    for step, batch in enumerate(batches):
+        assert batch["video"].shape == (24, 8, 32, 32, 3) and batch["video"].dtype == np.uint8
+        assert batch["sensitive"].shape == (24, 8, 32, 32) and batch["sensitive"].dtype == bool
+        assert batch["label"].shape == (24,) and batch["label"].dtype == np.int32
+        assert batch["weight"].dtype == np.float32
+        _assert_batch_holds(batch, train, *sampling.poisson_batch_indices(3, step, 40, 0.25, 24))
+
+
+def test_default_capacity_is_the_physical_batch_size(train):
+    batch = next(pipeline.train_batches(train, seed=0, num_steps=1, sampling_rate=0.1))
+    assert len(batch["weight"]) == sampling.physical_batch_size(40, 0.1)
+
+
+def test_batches_are_deterministic_and_resumable(train):
+    def batches(**kwargs):
+        return list(pipeline.train_batches(train, seed=9, sampling_rate=0.2, capacity=20, **kwargs))
+
+    run, rerun, resumed = batches(num_steps=6), batches(num_steps=6), batches(num_steps=3, start_step=3)
+    for a, b in zip(run, rerun):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+    for a, b in zip(run[3:], resumed, strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_shuffled_batches(train):
+    batches = list(pipeline.train_batches(train, seed=1, num_steps=5, sampler="shuffle", batch_size=8))
+    for step, batch in enumerate(batches):
+        assert batch["video"].shape == (8, 8, 32, 32, 3)
+        _assert_batch_holds(batch, train, *sampling.shuffled_batch_indices(1, step, 40, 8))
+
+
+def test_poisson_overflow_surfaces_while_iterating(train):
+    batches = pipeline.train_batches(train, seed=0, num_steps=2, sampling_rate=0.9, capacity=5)
+    with pytest.raises(RuntimeError, match="holds only 5"):
+        next(batches)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(sampler="poisson"),
+        dict(sampler="poisson", sampling_rate=0.1, batch_size=4),
+        dict(sampler="shuffle", sampling_rate=0.1),
+        dict(sampler="shuffle", batch_size=4, capacity=8),
+        dict(sampler="uniform", batch_size=4),
+    ],
+)
+def test_train_batches_rejects_mixed_arguments(train, kwargs):
+    with pytest.raises(ValueError, match="sampler"):
+        pipeline.train_batches(train, seed=0, num_steps=1, **kwargs)
+
+
+def test_eval_batches_cover_the_split_in_order(videos):
+    test = pipeline.load_source(videos, "test")
+    batches = list(pipeline.eval_batches(test, 4))
+    assert [len(b["weight"]) for b in batches] == [4, 4, 4]
+    weights = np.concatenate([b["weight"] for b in batches])
+    np.testing.assert_array_equal(weights, np.r_[np.ones(10), np.zeros(2)])
+    labels = np.concatenate([b["label"] for b in batches])[:10]
+    np.testing.assert_array_equal(labels, [test[i]["label"] for i in range(10)])
+    _assert_batch_holds(batches[-1], test, [8, 9, 0, 0], [1, 1, 0, 0])
