@@ -35,6 +35,7 @@ ACTIONS = ("walk_right", "walk_left", "jump", "wave")
 CONTEXTS = ("indoor", "outdoor")
 NUM_ACTIONS = len(ACTIONS)
 NUM_CONTEXTS = len(CONTEXTS)
+CLASS_NAMES = tuple(f"{action}_{context}" for action in ACTIONS for context in CONTEXTS)
 NUM_CLASSES = NUM_ACTIONS * NUM_CONTEXTS
 SENSITIVITY_POLICIES = ("background", "all", "none")
 KINDS = {"video": schema.VIDEO, "image": schema.IMAGE}

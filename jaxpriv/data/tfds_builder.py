@@ -34,6 +34,7 @@ class SyntheticActionsConfig(tfds.core.BuilderConfig):
 
     name: str = ""
     kind: str = "video"
+    frames: int = synthetic.DEFAULT_FRAMES
     num_train: int = 4096
     num_test: int = 1024
     seed: int = 0
@@ -44,7 +45,7 @@ class SyntheticActionsConfig(tfds.core.BuilderConfig):
         if min(self.num_train, self.num_test) < 1:
             raise ValueError(f"split sizes must be positive, got {self.num_train}, {self.num_test}")
         self.name = (
-            f"{self.kind}_train{self.num_train}_test{self.num_test}"
+            f"{self.kind}{self.frames if self.kind == 'video' else ''}_train{self.num_train}_test{self.num_test}"
             f"_seed{self.seed}_{self.sensitivity}"
         )
         self.description = (
@@ -60,19 +61,20 @@ def generate_split(config: SyntheticActionsConfig, split: str) -> dict[str, np.n
         num_examples,
         seed=[config.seed, SPLITS.index(split)],
         kind=config.kind,
+        frames=config.frames,
         sensitivity=config.sensitivity,
     )
 
 
-def _features(kind: str) -> tfds.features.FeaturesDict:
-    size, frames = synthetic.DEFAULT_SIZE, synthetic.DEFAULT_FRAMES
+def _features(kind: str, frames: int) -> tfds.features.FeaturesDict:
+    size = synthetic.DEFAULT_SIZE
     mask_shape = (size, size) if kind == "image" else (frames, size, size)
     return tfds.features.FeaturesDict(
         {
             synthetic.KINDS[kind]: tfds.features.Tensor(
                 shape=(*mask_shape, 3), dtype=np.uint8, encoding="bytes"
             ),
-            schema.LABEL: tfds.features.Tensor(shape=(), dtype=np.int64),
+            schema.LABEL: tfds.features.ClassLabel(names=synthetic.CLASS_NAMES),
             schema.SENSITIVE: tfds.features.Tensor(
                 shape=mask_shape, dtype=np.uint8, encoding="bytes"
             ),
@@ -94,7 +96,7 @@ class SyntheticActions(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=_features(self.builder_config.kind),
+            features=_features(self.builder_config.kind, self.builder_config.frames),
             disable_shuffling=True,
         )
 
@@ -114,6 +116,7 @@ def prepare_synthetic(
     data_dir: str | os.PathLike,
     *,
     kind: str = "video",
+    frames: int = synthetic.DEFAULT_FRAMES,
     num_train: int = 4096,
     num_test: int = 1024,
     seed: int = 0,
@@ -125,7 +128,7 @@ def prepare_synthetic(
     `jaxpriv.data.pipeline.load_source(builder, split)`.
     """
     config = SyntheticActionsConfig(
-        kind=kind, num_train=num_train, num_test=num_test, seed=seed, sensitivity=sensitivity
+        kind=kind, frames=frames, num_train=num_train, num_test=num_test, seed=seed, sensitivity=sensitivity
     )
     # TFDS refuses a new config object named like a registered one.
     config = SyntheticActions.get_builder_config(config.name) or config

@@ -6,6 +6,13 @@ sensitive pixels, for the MaskDP public view): every token that touches a
 dropped pixel is removed from attention, so the output does not depend on it.
 A learned class token is always kept and carries the prediction, so an example
 whose every token is dropped still has a well-defined (input-independent) output.
+
+``max_kept_tokens`` (optional) makes views with a ``drop`` mask cheap: the kept
+tokens are gathered (in raster order) into a fixed-size array of that length
+before the encoder runs, instead of being masked among all tokens. The result
+is the same as masking while an example keeps at most that many tokens; past
+that, the last kept tokens are left out. Which tokens are kept depends only on
+the mask, so this never makes a view depend on dropped content.
 """
 
 import math
@@ -70,6 +77,7 @@ class ViT(nn.Module):
   depth: int = 2
   heads: int = 4
   mlp_dim: int = 128
+  max_kept_tokens: int | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, drop: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -78,11 +86,17 @@ class ViT(nn.Module):
     batch, length, _ = tokens.shape
     pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, length, self.width))
     cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, self.width))
-    tokens = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)), tokens + pos], 1)
+    tokens = tokens + pos
     mask = None
     if drop is not None:
-      keep = jnp.concatenate([jnp.ones((batch, 1), bool), token_keep_mask(drop, self.patch)], 1)
+      keep = token_keep_mask(drop, self.patch)
+      if self.max_kept_tokens is not None and self.max_kept_tokens < length:
+        kept_first = jnp.argsort(~keep, axis=1, stable=True)[:, :self.max_kept_tokens]
+        tokens = jnp.take_along_axis(tokens, kept_first[..., None], axis=1)
+        keep = jnp.take_along_axis(keep, kept_first, axis=1)
+      keep = jnp.concatenate([jnp.ones((batch, 1), bool), keep], 1)
       mask = keep[:, None, None, :]
+    tokens = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)), tokens], 1)
     for i in range(self.depth):
       tokens = EncoderBlock(self.heads, self.mlp_dim, name=f"block{i}")(tokens, mask)
     cls_out = nn.LayerNorm(name="final_norm")(tokens[:, 0])

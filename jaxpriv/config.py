@@ -1,0 +1,137 @@
+"""Experiment configs: ``ml_collections`` files with ``get_config()`` and command-line overrides.
+
+A config file is a Python file whose ``get_config()`` returns a ``ConfigDict``
+(as in big_vision and jax_privacy). ``default_config()`` below lists every key
+with its meaning; config files start from it and change what they need.
+Overrides such as ``--config.dp.mode=maskdp`` are applied on top; an unknown key
+or a value of the wrong type is an error that names the key.
+"""
+
+import ast
+import importlib.util
+import os
+from collections.abc import Sequence
+
+import ml_collections
+
+OVERRIDE_PREFIX = "--config."
+FREE_FORM = ("model.kwargs",)  # sections whose keys the model defines
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The embedded default: a video ViT on the synthetic action clips."""
+    c = ml_collections.ConfigDict()
+    c.name = "default"  # name of the run (metrics, demo table)
+    c.seed = 0  # model init and noise seed; sampling uses seed + 1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "synthetic"  # "synthetic" (generated here) or a prepared TFDS dataset folder
+    c.data.data_dir = os.path.join("~", ".cache", "jaxpriv", "tfds")  # where synthetic data is written
+    c.data.kind = "video"  # synthetic: "video" (T×H×W×3 clips) or "image" (H×W×3)
+    c.data.frames = 8  # synthetic video: frames per clip
+    c.data.num_train = 4096
+    c.data.num_test = 1024
+    c.data.sensitivity = "background"  # synthetic: "background" | "all" | "none"
+    c.data.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "video_vit"  # "vit" | "video_vit" | "resnet"
+    c.model.kwargs = ml_collections.ConfigDict(  # passed to the model's constructor
+        {"width": 64, "depth": 2, "heads": 4, "mlp_dim": 128})
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 10.0  # planned length; DP runs also stop when the ε budget is spent
+    c.train.batch_size = 256  # expected batch size B = qN (Poisson) or the fixed batch size
+    c.train.microbatch_size = 32  # examples per vmap call; bounds memory, not the batch
+    c.train.optimizer = "adam"  # "adam" | "sgd" | "adamw"
+    c.train.learning_rate = 3e-3
+    c.train.momentum = 0.9  # sgd only
+    c.train.weight_decay = 0.0  # adamw only
+    c.train.warmup_steps = 0
+    c.train.eval_batch_size = 256
+    c.train.log_every_steps = 10  # how often losses are checked for NaN and shown
+
+    c.dp = ml_collections.ConfigDict()
+    c.dp.mode = "none"  # "none" | "dpsgd" | "maskdp"
+    c.dp.clip_norm = 1.0  # C
+    c.dp.public_clip_norm = 1.0  # C_pub (MaskDP); inf = unclipped. No privacy rests on it.
+    c.dp.epsilon = 4.0  # target ε: σ is calibrated to it unless noise_multiplier > 0
+    c.dp.delta = 1e-5
+    c.dp.noise_multiplier = 0.0  # σ; > 0 fixes σ and training stops when ε reaches dp.epsilon
+    c.dp.accountant = "pld"  # "pld" | "rdp"
+    c.dp.sampling = "poisson"  # "poisson" | "shuffle" (fixed-size batches; RDP + replace_one)
+    c.dp.neighboring = "add_remove"  # "add_remove" | "replace_one" (sensitivity 2C)
+    return c
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Runs ``get_config()`` of the file at ``path`` and applies ``key=value`` overrides."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location("_jaxpriv_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path!r} defines no get_config()")
+    config = module.get_config()
+    for override in overrides:
+        apply_override(config, override)
+    return config
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+    """Sets ``dotted.key=value`` in place; the value is a Python literal or a bare string."""
+    key, sep, text = override.removeprefix(OVERRIDE_PREFIX).partition("=")
+    if not sep:
+        raise ValueError(f"override {override!r} must look like {OVERRIDE_PREFIX}key=value")
+    *parents, leaf = key.split(".")
+    node = config
+    for i, name in enumerate(parents):
+        node = _child(node, name, ".".join(parents[: i + 1]))
+    if ".".join(parents) in FREE_FORM and leaf not in node:
+        node[leaf] = _literal(text)
+        return
+    current = _child(node, leaf, key)
+    try:
+        node[leaf] = _parse(text, current)
+    except (TypeError, ValueError, SyntaxError) as error:
+        raise ValueError(f"config key {key!r} holds a {type(current).__name__}; "
+                         f"cannot set it to {text!r}") from error
+
+
+def _parse(text: str, current):
+    """The override's value, read as the type of the value it replaces."""
+    if isinstance(current, str):
+        return text
+    if isinstance(current, bool):
+        return {"true": True, "false": False}[text.lower()]
+    if isinstance(current, (int, float)):
+        return type(current)(text)
+    return _literal(text)
+
+
+def _literal(text: str):
+    """A Python literal (number, tuple, None, …), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _child(node: ml_collections.ConfigDict, name: str, path: str):
+    if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ValueError(f"unknown config key {path!r}; valid keys here: {', '.join(valid)}")
+    return node[name]
+
+
+def check_known_keys(config: ml_collections.ConfigDict, reference=None, prefix: str = "") -> None:
+    """Raises if ``config`` has a key that ``default_config()`` does not know (e.g. a typo)."""
+    reference = default_config() if reference is None else reference
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if key not in reference:
+            raise ValueError(f"unknown config key {path!r}; valid keys here: "
+                             f"{', '.join(sorted(reference.keys()))}")
+        if isinstance(value, ml_collections.ConfigDict) and path not in FREE_FORM:
+            check_known_keys(value, reference[key], f"{path}.")

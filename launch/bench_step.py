@@ -1,0 +1,95 @@
+"""Step-time and memory benchmark: non-private vs DP-SGD vs MaskDP, same model and batch.
+
+    python launch/bench_step.py [--config configs/video_maskdp.py] [--config.key=value ...]
+
+Prints the median step time of each mode and its ratio to the non-private
+step (measured in this one process), then the compiled step's peak temporary
+memory for two logical batch sizes at the same micro-batch size.
+"""
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from jaxpriv import config as config_lib
+from jaxpriv.data import synthetic
+from jaxpriv.train.loop import Plan, build_step
+
+MODES = ("none", "dpsgd", "maskdp")
+
+
+def synthetic_batch(config, size: int) -> dict:
+    data = synthetic.generate(size, seed=0, kind=config.data.kind, frames=config.data.frames)
+    pixels = synthetic.KINDS[config.data.kind]
+    return {pixels: data[pixels], "label": data["label"].astype(np.int32),
+            "sensitive": data["sensitive"].astype(bool), "weight": np.ones(size, np.float32)}, pixels
+
+
+def make_step(config, mode: str, batch_size: int, pixels: str, example):
+    config = config.copy_and_resolve_references()
+    config.dp.mode = mode
+    plan = Plan(dataset_size=10 * batch_size, batch_size=batch_size, sampling_rate=0.1, steps=100,
+                steps_per_epoch=10, capacity=batch_size,
+                microbatch_size=min(config.train.microbatch_size, batch_size),
+                noise_multiplier=0.0 if mode == "none" else 1.0)
+    _, state, step = build_step(config, plan, synthetic.NUM_CLASSES, example, pixels)
+    return state, step
+
+
+def median_step_time(config, mode: str, batch: dict, pixels: str, repeats: int) -> float:
+    size = len(batch["weight"])
+    state, step = make_step(config, mode, size, pixels, batch[pixels][:1])
+    batch = jax.device_put(batch)
+    state, metrics = step(state, batch)  # compile
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_memory_mib(config, mode: str, batch: dict, pixels: str) -> float:
+    """Temporary + argument bytes of the compiled step, as XLA plans them."""
+    state, step = make_step(config, mode, len(batch["weight"]), pixels, batch[pixels][:1])
+    memory = step.lower(state, batch).compile().memory_analysis()
+    return (memory.temp_size_in_bytes + memory.argument_size_in_bytes) / 2**20
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="config file (default: the embedded default)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per mode")
+    parser.add_argument("--memory-batch-sizes", default="64,1024",
+                        help="logical batch sizes for the peak-memory table")
+    args, overrides = parser.parse_known_args()
+    config = (config_lib.load_config(args.config, overrides) if args.config else
+              config_lib.default_config())
+    if not args.config:
+        for override in overrides:
+            config_lib.apply_override(config, override)
+    batch, pixels = synthetic_batch(config, config.train.batch_size)
+    print(f"{config.model.name} {dict(config.model.kwargs)}, batch {config.train.batch_size}, "
+          f"micro-batch {config.train.microbatch_size}, {jax.devices()[0].platform}")
+    times = {mode: median_step_time(config, mode, batch, pixels, args.repeats) for mode in MODES}
+    print(f"{'mode':<8} {'median step (ms)':>17} {'/ non-private':>14}")
+    for mode in MODES:
+        print(f"{mode:<8} {1000 * times[mode]:>17.1f} {times[mode] / times['none']:>14.2f}")
+    sizes = [int(s) for s in args.memory_batch_sizes.split(",")]
+    print(f"\npeak memory of the compiled step (MiB), micro-batch {config.train.microbatch_size}")
+    print(f"{'mode':<8}" + "".join(f"{f'batch {s}':>12}" for s in sizes))
+    memory_batches = {s: synthetic_batch(config, s)[0] for s in sizes}
+    for mode in MODES:
+        row = [peak_memory_mib(config, mode, memory_batches[s], pixels) for s in sizes]
+        print(f"{mode:<8}" + "".join(f"{m:>12.1f}" for m in row))
+
+
+if __name__ == "__main__":
+    main()
