@@ -26,9 +26,11 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"  # "synthetic" (generated here) or a prepared TFDS dataset folder
-    c.data.data_dir = os.path.join("~", ".cache", "jaxpriv", "tfds")  # where synthetic data is written
+    c.data.data_dir = os.path.join(
+        "~", ".cache", "jaxpriv", "tfds"
+    )  # where synthetic data is written
     c.data.kind = "video"  # synthetic: "video" (T×H×W×3 clips) or "image" (H×W×3)
-    c.data.frames = 8  # synthetic video: frames per clip
+    c.data.frames = 4  # synthetic video: frames per clip
     c.data.num_train = 4096
     c.data.num_test = 1024
     c.data.sensitivity = "background"  # synthetic: "background" | "all" | "none"
@@ -36,8 +38,11 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "video_vit"  # "vit" | "video_vit" | "resnet"
-    c.model.kwargs = ml_collections.ConfigDict(  # passed to the model's constructor
-        {"width": 64, "depth": 2, "heads": 4, "mlp_dim": 128})
+    # Passed to the model's constructor. max_kept_tokens: the public view (MaskDP) runs on at
+    # most this many tokens (the synthetic 4-frame clips keep ≤ 16 of 128 tubelets), see models/vit.py.
+    c.model.kwargs = ml_collections.ConfigDict(
+        {"width": 64, "depth": 2, "heads": 4, "mlp_dim": 128, "max_kept_tokens": 24}
+    )
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 10.0  # planned length; DP runs also stop when the ε budget is spent
@@ -95,8 +100,9 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     try:
         node[leaf] = _parse(text, current)
     except (TypeError, ValueError, SyntaxError) as error:
-        raise ValueError(f"config key {key!r} holds a {type(current).__name__}; "
-                         f"cannot set it to {text!r}") from error
+        raise ValueError(
+            f"config key {key!r} holds a {type(current).__name__}; cannot set it to {text!r}"
+        ) from error
 
 
 def _parse(text: str, current):
@@ -131,7 +137,9 @@ def check_known_keys(config: ml_collections.ConfigDict, reference=None, prefix: 
     for key, value in config.items():
         path = f"{prefix}{key}"
         if key not in reference:
-            raise ValueError(f"unknown config key {path!r}; valid keys here: "
-                             f"{', '.join(sorted(reference.keys()))}")
+            raise ValueError(
+                f"unknown config key {path!r}; valid keys here: "
+                f"{', '.join(sorted(reference.keys()))}"
+            )
         if isinstance(value, ml_collections.ConfigDict) and path not in FREE_FORM:
             check_known_keys(value, reference[key], f"{path}.")

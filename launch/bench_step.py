@@ -8,7 +8,6 @@ memory for two logical batch sizes at the same micro-batch size.
 """
 
 import argparse
-import dataclasses
 import statistics
 import time
 
@@ -25,17 +24,27 @@ MODES = ("none", "dpsgd", "maskdp")
 def synthetic_batch(config, size: int) -> dict:
     data = synthetic.generate(size, seed=0, kind=config.data.kind, frames=config.data.frames)
     pixels = synthetic.KINDS[config.data.kind]
-    return {pixels: data[pixels], "label": data["label"].astype(np.int32),
-            "sensitive": data["sensitive"].astype(bool), "weight": np.ones(size, np.float32)}, pixels
+    return {
+        pixels: data[pixels],
+        "label": data["label"].astype(np.int32),
+        "sensitive": data["sensitive"].astype(bool),
+        "weight": np.ones(size, np.float32),
+    }, pixels
 
 
 def make_step(config, mode: str, batch_size: int, pixels: str, example):
     config = config.copy_and_resolve_references()
     config.dp.mode = mode
-    plan = Plan(dataset_size=10 * batch_size, batch_size=batch_size, sampling_rate=0.1, steps=100,
-                steps_per_epoch=10, capacity=batch_size,
-                microbatch_size=min(config.train.microbatch_size, batch_size),
-                noise_multiplier=0.0 if mode == "none" else 1.0)
+    plan = Plan(
+        dataset_size=10 * batch_size,
+        batch_size=batch_size,
+        sampling_rate=0.1,
+        steps=100,
+        steps_per_epoch=10,
+        capacity=batch_size,
+        microbatch_size=min(config.train.microbatch_size, batch_size),
+        noise_multiplier=0.0 if mode == "none" else 1.0,
+    )
     _, state, step = build_step(config, plan, synthetic.NUM_CLASSES, example, pixels)
     return state, step
 
@@ -63,21 +72,30 @@ def peak_memory_mib(config, mode: str, batch: dict, pixels: str) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", help="config file (default: the embedded default)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per mode")
-    parser.add_argument("--memory-batch-sizes", default="64,1024",
-                        help="logical batch sizes for the peak-memory table")
+    parser.add_argument(
+        "--memory-batch-sizes",
+        default="64,1024",
+        help="logical batch sizes for the peak-memory table",
+    )
     args, overrides = parser.parse_known_args()
-    config = (config_lib.load_config(args.config, overrides) if args.config else
-              config_lib.default_config())
+    config = (
+        config_lib.load_config(args.config, overrides)
+        if args.config
+        else config_lib.default_config()
+    )
     if not args.config:
         for override in overrides:
             config_lib.apply_override(config, override)
     batch, pixels = synthetic_batch(config, config.train.batch_size)
-    print(f"{config.model.name} {dict(config.model.kwargs)}, batch {config.train.batch_size}, "
-          f"micro-batch {config.train.microbatch_size}, {jax.devices()[0].platform}")
+    print(
+        f"{config.model.name} {dict(config.model.kwargs)}, batch {config.train.batch_size}, "
+        f"micro-batch {config.train.microbatch_size}, {jax.devices()[0].platform}"
+    )
     times = {mode: median_step_time(config, mode, batch, pixels, args.repeats) for mode in MODES}
     print(f"{'mode':<8} {'median step (ms)':>17} {'/ non-private':>14}")
     for mode in MODES:

@@ -8,6 +8,8 @@ import pytest
 from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import sampling
 
+VERSION = str(tfds_builder.SyntheticActions.VERSION)
+
 SIZES = dict(num_train=40, num_test=10, seed=5)
 
 
@@ -41,7 +43,9 @@ def _example(**overrides):
 def test_valid_examples_pass():
     schema.validate_example(_example())
     schema.validate_example(_example(sensitive=np.zeros((8, 32, 32), bool), label=0))
-    image = dict(image=np.zeros((32, 32, 3), np.uint8), sensitive=np.ones((32, 32), np.uint8), label=7)
+    image = dict(
+        image=np.zeros((32, 32, 3), np.uint8), sensitive=np.ones((32, 32), np.uint8), label=7
+    )
     schema.validate_example(image)
 
 
@@ -52,11 +56,26 @@ def test_valid_examples_pass():
             dict(sensitive=np.ones((8, 32, 30), np.uint8)),
             r"sensitive mask has shape \(8, 32, 30\) but video is \(8, 32, 32, 3\): expected \(8, 32, 32\)",
         ),
-        (dict(video=np.zeros((8, 32, 32, 3), np.float32)), "video has dtype float32: expected uint8"),
-        (dict(video=np.zeros((8, 32, 32, 4), np.uint8)), r"video has shape \(8, 32, 32, 4\): expected TxHxWx3"),
-        (dict(video=None, image=np.zeros((8, 32, 32, 3), np.uint8)), r"image has shape \(8, 32, 32, 3\): expected HxWx3"),
-        (dict(sensitive=np.full((8, 32, 32), 2, np.uint8)), "sensitive mask has value 2: expected only 0 and 1"),
-        (dict(sensitive=np.ones((8, 32, 32), np.float32)), "sensitive mask has dtype float32: expected bool or uint8"),
+        (
+            dict(video=np.zeros((8, 32, 32, 3), np.float32)),
+            "video has dtype float32: expected uint8",
+        ),
+        (
+            dict(video=np.zeros((8, 32, 32, 4), np.uint8)),
+            r"video has shape \(8, 32, 32, 4\): expected TxHxWx3",
+        ),
+        (
+            dict(video=None, image=np.zeros((8, 32, 32, 3), np.uint8)),
+            r"image has shape \(8, 32, 32, 3\): expected HxWx3",
+        ),
+        (
+            dict(sensitive=np.full((8, 32, 32), 2, np.uint8)),
+            "sensitive mask has value 2: expected only 0 and 1",
+        ),
+        (
+            dict(sensitive=np.ones((8, 32, 32), np.float32)),
+            "sensitive mask has dtype float32: expected bool or uint8",
+        ),
         (dict(label=-1), r"label is -1 \(int64, shape \(\)\): expected a non-negative integer"),
         (dict(label=2.0), r"label is 2.0 \(float64, shape \(\)\): expected a non-negative integer"),
         (dict(label=True), r"label is True \(bool, shape \(\)\)"),
@@ -93,7 +112,10 @@ def test_video_records_equal_the_generator(videos, split):
 
 def test_image_records_equal_the_generator(data_dir):
     images = tfds_builder.prepare_synthetic(data_dir, kind="image", sensitivity="all", **SIZES)
-    assert images.data_path != tfds_builder.prepare_synthetic(data_dir, kind="image", **SIZES).data_path
+    assert (
+        images.data_path
+        != tfds_builder.prepare_synthetic(data_dir, kind="image", **SIZES).data_path
+    )
     for split in tfds_builder.SPLITS:
         _assert_split_matches_generator(images, split)
     assert (pipeline.load_source(images, "test")[0]["sensitive"] == 1).all()
@@ -113,12 +135,14 @@ def test_dataset_is_stored_as_array_record(videos):
 
 def test_config_name_encodes_every_parameter(videos):
     assert videos.builder_config.name == "video8_train40_test10_seed5_background"
-    assert videos.data_path.parts[-3:] == ("synthetic_actions", videos.builder_config.name, "1.0.0")
+    assert videos.data_path.parts[-3:] == ("synthetic_actions", videos.builder_config.name, VERSION)
 
 
 def test_load_source_from_a_directory(videos):
     from_dir = pipeline.load_source(videos.data_path, "test")
-    np.testing.assert_array_equal(from_dir[3]["video"], pipeline.load_source(videos, "test")[3]["video"])
+    np.testing.assert_array_equal(
+        from_dir[3]["video"], pipeline.load_source(videos, "test")[3]["video"]
+    )
 
 
 def test_complete_dataset_is_reused(data_dir, videos, monkeypatch):
@@ -152,12 +176,12 @@ def test_failed_build_leaves_no_dataset_and_is_rebuilt(tmp_path, monkeypatch):
 
 def test_incomplete_folder_of_a_killed_run_is_not_a_dataset(tmp_path):
     config_dir = tmp_path / "synthetic_actions" / "video8_train40_test10_seed5_background"
-    stale = config_dir / "incomplete.AB12CD_1.0.0"
+    stale = config_dir / f"incomplete.AB12CD_{VERSION}"
     stale.mkdir(parents=True)
     (stale / "dataset_info.json").write_text("{}")
     (stale / "synthetic_actions-train.array_record-00000-of-00001").write_bytes(b"truncated")
     builder = tfds_builder.prepare_synthetic(tmp_path, **SIZES)
-    assert builder.data_path == config_dir / "1.0.0"
+    assert builder.data_path == config_dir / VERSION
     _assert_split_matches_generator(builder, "train")
 
 
@@ -174,7 +198,9 @@ def _assert_batch_holds(batch, source, indices, weights):
 
 
 def test_poisson_batches(train):
-    batches = list(pipeline.train_batches(train, seed=3, num_steps=4, sampling_rate=0.25, capacity=24))
+    batches = list(
+        pipeline.train_batches(train, seed=3, num_steps=4, sampling_rate=0.25, capacity=24)
+    )
     assert len(batches) == 4
     for step, batch in enumerate(batches):
         assert batch["video"].shape == (24, 8, 32, 32, 3) and batch["video"].dtype == np.uint8
@@ -193,7 +219,11 @@ def test_batches_are_deterministic_and_resumable(train):
     def batches(**kwargs):
         return list(pipeline.train_batches(train, seed=9, sampling_rate=0.2, capacity=20, **kwargs))
 
-    run, rerun, resumed = batches(num_steps=6), batches(num_steps=6), batches(num_steps=3, start_step=3)
+    run, rerun, resumed = (
+        batches(num_steps=6),
+        batches(num_steps=6),
+        batches(num_steps=3, start_step=3),
+    )
     for a, b in zip(run, rerun):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
@@ -203,7 +233,9 @@ def test_batches_are_deterministic_and_resumable(train):
 
 
 def test_shuffled_batches(train):
-    batches = list(pipeline.train_batches(train, seed=1, num_steps=5, sampler="shuffle", batch_size=8))
+    batches = list(
+        pipeline.train_batches(train, seed=1, num_steps=5, sampler="shuffle", batch_size=8)
+    )
     for step, batch in enumerate(batches):
         assert batch["video"].shape == (8, 8, 32, 32, 3)
         _assert_batch_holds(batch, train, *sampling.shuffled_batch_indices(1, step, 40, 8))

@@ -86,7 +86,9 @@ def _train_index_fn(
     """Step -> (indices, weights) for the chosen sampler."""
     if sampler == "poisson":
         if sampling_rate is None or batch_size is not None:
-            raise ValueError("the poisson sampler takes sampling_rate (and capacity), not batch_size")
+            raise ValueError(
+                "the poisson sampler takes sampling_rate (and capacity), not batch_size"
+            )
         if capacity is None:
             capacity = sampling.physical_batch_size(dataset_size, sampling_rate)
         return functools.partial(

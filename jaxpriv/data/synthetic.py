@@ -169,7 +169,10 @@ def _backgrounds(scenes: dict, size: int) -> np.ndarray:
     indoor = (scenes["context"] == 0)[:, None, None]
     # Indoor stripes vary along rows (horizontal stripes), outdoor along columns.
     coord = np.where(indoor, grid[:, None], grid[None, :])
-    frequency, phase = scenes["stripe_frequency"][:, None, None], scenes["stripe_phase"][:, None, None]
+    frequency, phase = (
+        scenes["stripe_frequency"][:, None, None],
+        scenes["stripe_phase"][:, None, None],
+    )
     mix = (0.5 + 0.5 * np.sin(2 * np.pi * (coord * frequency + phase)))[..., None]
     colour_a, colour_b = scenes["palette"][:, 0, None, None], scenes["palette"][:, 1, None, None]
     texture = colour_a + (colour_b - colour_a) * mix
@@ -183,7 +186,14 @@ def _render(rng, scenes: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
     background = rng.integers(-NOISE, NOISE + 1, size=(*figure.shape, 3), dtype=np.int16)
     background += _backgrounds(scenes, size)[:, None]
     background = np.clip(background, 0, 255).astype(np.uint8)
+    # The avatar wears a 2-px checked pattern that moves with it, so motion is visible
+    # inside the figure too (not only at its outline).
+    grid = np.arange(size)
+    rows = grid[None, None, :, None] - scenes["top"][..., None, None]
+    cols = grid[None, None, None, :] - scenes["centre"][..., None, None]
+    dark = ((rows // 2 + cols // 2) % 2 == 1)[..., None]
     colour = scenes["figure_colour"][:, None, None, None, :]
+    colour = np.where(dark, colour // 2, colour)
     return np.where(figure[..., None], colour, background), figure
 
 
@@ -229,7 +239,9 @@ def generate(
     """
     check_options(kind=kind, sensitivity=sensitivity)
     if size < DEFAULT_SIZE:
-        raise ValueError(f"size must be at least {DEFAULT_SIZE} px for the figure to fit, got {size}")
+        raise ValueError(
+            f"size must be at least {DEFAULT_SIZE} px for the figure to fit, got {size}"
+        )
     frames = 1 if kind == "image" else frames
     rng = np.random.default_rng(seed)
     scenes = _sample_scenes(rng, num_examples, frames, size)

@@ -85,8 +85,8 @@ def _features(kind: str, frames: int) -> tfds.features.FeaturesDict:
 class SyntheticActions(tfds.core.GeneratorBasedBuilder):
     """Synthetic avatars performing one of 4 actions in one of 2 contexts."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.", "1.1.0": "Checked pattern on the figure."}
     BUILDER_CONFIGS = [
         SyntheticActionsConfig(kind="video"),
         SyntheticActionsConfig(kind="image"),
@@ -128,11 +128,17 @@ def prepare_synthetic(
     `jaxpriv.data.pipeline.load_source(builder, split)`.
     """
     config = SyntheticActionsConfig(
-        kind=kind, frames=frames, num_train=num_train, num_test=num_test, seed=seed, sensitivity=sensitivity
+        kind=kind,
+        frames=frames,
+        num_train=num_train,
+        num_test=num_test,
+        seed=seed,
+        sensitivity=sensitivity,
     )
     # TFDS refuses a new config object named like a registered one.
     config = SyntheticActions.get_builder_config(config.name) or config
     builder = SyntheticActions(data_dir=os.fspath(data_dir), config=config)
+    tfds.disable_progress_bar()  # one line per dataset instead of nested bars
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(try_download_gcs=False),

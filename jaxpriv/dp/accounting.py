@@ -39,13 +39,10 @@ Notes:
 
 import dataclasses
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
-from dp_accounting import dp_event
-from dp_accounting import mechanism_calibration
-from dp_accounting import pld
-from dp_accounting import privacy_accountant
-from dp_accounting import rdp
+from dp_accounting import dp_event, mechanism_calibration, pld, privacy_accountant, rdp
 
 ACCOUNTANTS = ("pld", "rdp")
 SAMPLINGS = ("poisson", "shuffle")
@@ -59,244 +56,328 @@ _Relation = privacy_accountant.NeighboringRelation
 
 
 class UnreachableBudgetError(ValueError):
-  """No noise multiplier in range meets the (ε, δ) target for the schedule."""
+    """No noise multiplier in range meets the (ε, δ) target for the schedule."""
 
 
 class Segment(NamedTuple):
-  """``steps`` consecutive steps with one noise multiplier and sampling rate."""
-  noise_multiplier: float
-  sampling_rate: float
-  steps: int
+    """``steps`` consecutive steps with one noise multiplier and sampling rate."""
+
+    noise_multiplier: float
+    sampling_rate: float
+    steps: int
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-  if value not in choices:
-    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
 def _check_delta(delta: float) -> None:
-  if not 0 < delta < 1:
-    raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
 
 
 def _check_sampling(sampling: str, dataset_size: int | None, neighboring: str) -> None:
-  _check_choice("sampling", sampling, SAMPLINGS)
-  _check_choice("neighboring", neighboring, NEIGHBORINGS)
-  if sampling != "shuffle":
-    return
-  if dataset_size is None or int(dataset_size) != dataset_size or dataset_size < 1:
-    raise ValueError("sampling='shuffle' (fixed-size batches) needs dataset_size, a positive "
-                     f"integer, got {dataset_size!r}")
-  if neighboring != "replace_one":
-    raise ValueError("sampling='shuffle' (fixed-size batches, sampling without replacement) is "
-                     "only accounted under neighboring='replace_one': the dataset size is public")
+    _check_choice("sampling", sampling, SAMPLINGS)
+    _check_choice("neighboring", neighboring, NEIGHBORINGS)
+    if sampling != "shuffle":
+        return
+    if dataset_size is None or int(dataset_size) != dataset_size or dataset_size < 1:
+        raise ValueError(
+            "sampling='shuffle' (fixed-size batches) needs dataset_size, a positive "
+            f"integer, got {dataset_size!r}"
+        )
+    if neighboring != "replace_one":
+        raise ValueError(
+            "sampling='shuffle' (fixed-size batches, sampling without replacement) is "
+            "only accounted under neighboring='replace_one': the dataset size is public"
+        )
 
 
 def _check_noise(noise_multiplier: float) -> None:
-  if not 0 <= noise_multiplier < math.inf:
-    raise ValueError(f"noise_multiplier must be finite and ≥ 0, got {noise_multiplier}")
+    if not 0 <= noise_multiplier < math.inf:
+        raise ValueError(f"noise_multiplier must be finite and ≥ 0, got {noise_multiplier}")
 
 
 def _check_schedule(sampling_rate: float, steps: int) -> None:
-  if not 0 < sampling_rate <= 1:
-    raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate}")
-  if int(steps) != steps or steps < 0:
-    raise ValueError(f"steps must be an integer ≥ 0, got {steps}")
+    if not 0 < sampling_rate <= 1:
+        raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate}")
+    if int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be an integer ≥ 0, got {steps}")
 
 
 def _batch_size(sampling_rate: float, dataset_size: int) -> int:
-  batch_size = round(sampling_rate * dataset_size)
-  if batch_size < 1 or not math.isclose(batch_size, sampling_rate * dataset_size, rel_tol=1e-9):
-    raise ValueError(f"sampling='shuffle' needs sampling_rate * dataset_size to be a whole batch "
-                     f"size ≥ 1, got {sampling_rate} * {dataset_size}")
-  return batch_size
+    batch_size = round(sampling_rate * dataset_size)
+    if batch_size < 1 or not math.isclose(batch_size, sampling_rate * dataset_size, rel_tol=1e-9):
+        raise ValueError(
+            f"sampling='shuffle' needs sampling_rate * dataset_size to be a whole batch "
+            f"size ≥ 1, got {sampling_rate} * {dataset_size}"
+        )
+    return batch_size
 
 
 def _poisson_gaussian(noise_multiplier: float, sampling_rate: float) -> dp_event.DpEvent:
-  return dp_event.PoissonSampledDpEvent(sampling_rate, dp_event.GaussianDpEvent(noise_multiplier))
+    return dp_event.PoissonSampledDpEvent(sampling_rate, dp_event.GaussianDpEvent(noise_multiplier))
 
 
-def _scheme(accountant: str, sampling: str, dataset_size: int | None, neighboring: str
-            ) -> tuple[Callable[[], privacy_accountant.PrivacyAccountant],
-                       Callable[[float, float], dp_event.DpEvent]]:
-  """(fresh accountant, step event of (σ, q)) for the options listed in the module docstring."""
-  _check_choice("accountant", accountant, ACCOUNTANTS)
-  _check_sampling(sampling, dataset_size, neighboring)
-  if sampling == "shuffle":
-    if accountant == "pld":
-      raise ValueError("dp-accounting's PLDAccountant does not support "
-                       "SampledWithoutReplacementDpEvent: use accountant='rdp' with "
-                       "sampling='shuffle'")
-    return (lambda: rdp.RdpAccountant(neighboring_relation=_Relation.REPLACE_ONE),
+def _scheme(
+    accountant: str, sampling: str, dataset_size: int | None, neighboring: str
+) -> tuple[
+    Callable[[], privacy_accountant.PrivacyAccountant], Callable[[float, float], dp_event.DpEvent]
+]:
+    """(fresh accountant, step event of (σ, q)) for the options listed in the module docstring."""
+    _check_choice("accountant", accountant, ACCOUNTANTS)
+    _check_sampling(sampling, dataset_size, neighboring)
+    if sampling == "shuffle":
+        if accountant == "pld":
+            raise ValueError(
+                "dp-accounting's PLDAccountant does not support "
+                "SampledWithoutReplacementDpEvent: use accountant='rdp' with "
+                "sampling='shuffle'"
+            )
+        return (
+            lambda: rdp.RdpAccountant(neighboring_relation=_Relation.REPLACE_ONE),
             lambda sigma, q: dp_event.SampledWithoutReplacementDpEvent(
-                dataset_size, _batch_size(q, dataset_size), dp_event.GaussianDpEvent(sigma / 2)))
-  if accountant == "rdp":
-    if neighboring == "replace_one":
-      return rdp.RdpAccountant, lambda sigma, q: _poisson_gaussian(sigma / 2, q)
-    return rdp.RdpAccountant, _poisson_gaussian
-  relation = (_Relation.REPLACE_ONE if neighboring == "replace_one"
-              else _Relation.ADD_OR_REMOVE_ONE)
-  return (lambda: pld.PLDAccountant(relation, PLD_VALUE_DISCRETIZATION_INTERVAL),
-          _poisson_gaussian)
+                dataset_size, _batch_size(q, dataset_size), dp_event.GaussianDpEvent(sigma / 2)
+            ),
+        )
+    if accountant == "rdp":
+        if neighboring == "replace_one":
+            return rdp.RdpAccountant, lambda sigma, q: _poisson_gaussian(sigma / 2, q)
+        return rdp.RdpAccountant, _poisson_gaussian
+    relation = (
+        _Relation.REPLACE_ONE if neighboring == "replace_one" else _Relation.ADD_OR_REMOVE_ONE
+    )
+    return (
+        lambda: pld.PLDAccountant(relation, PLD_VALUE_DISCRETIZATION_INTERVAL),
+        _poisson_gaussian,
+    )
 
 
-def _compose(segments: list[Segment], delta: float, accountant: str, sampling: str,
-             dataset_size: int | None, neighboring: str) -> float:
-  """ε at ``delta`` of all segments run one after the other."""
-  make_accountant, step_event = _scheme(accountant, sampling, dataset_size, neighboring)
-  _check_delta(delta)
-  segments = [s for s in segments if s.steps > 0]
-  if not segments:
-    return 0.0
-  if any(s.noise_multiplier == 0 for s in segments):
-    return math.inf
-  event = dp_event.ComposedDpEvent([
-      dp_event.SelfComposedDpEvent(step_event(s.noise_multiplier, s.sampling_rate), s.steps)
-      for s in segments])
-  return float(make_accountant().compose(event).get_epsilon(delta))
+def _compose(
+    segments: list[Segment],
+    delta: float,
+    accountant: str,
+    sampling: str,
+    dataset_size: int | None,
+    neighboring: str,
+) -> float:
+    """ε at ``delta`` of all segments run one after the other."""
+    make_accountant, step_event = _scheme(accountant, sampling, dataset_size, neighboring)
+    _check_delta(delta)
+    segments = [s for s in segments if s.steps > 0]
+    if not segments:
+        return 0.0
+    if any(s.noise_multiplier == 0 for s in segments):
+        return math.inf
+    event = dp_event.ComposedDpEvent(
+        [
+            dp_event.SelfComposedDpEvent(step_event(s.noise_multiplier, s.sampling_rate), s.steps)
+            for s in segments
+        ]
+    )
+    return float(make_accountant().compose(event).get_epsilon(delta))
 
 
-def epsilon(*, noise_multiplier: float, sampling_rate: float, steps: int, delta: float,
-            accountant: str = "pld", sampling: str = "poisson", dataset_size: int | None = None,
-            neighboring: str = "add_remove") -> float:
-  """ε at ``delta`` after ``steps`` steps of noise ``noise_multiplier`` at rate ``sampling_rate``.
+def epsilon(
+    *,
+    noise_multiplier: float,
+    sampling_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = "pld",
+    sampling: str = "poisson",
+    dataset_size: int | None = None,
+    neighboring: str = "add_remove",
+) -> float:
+    """ε at ``delta`` after ``steps`` steps of noise ``noise_multiplier`` at rate ``sampling_rate``.
 
-  ``dataset_size`` is used by ``sampling="shuffle"`` only (batch size = qN).
-  ``noise_multiplier=0`` gives ∞, ``steps=0`` gives 0.
-  """
-  _check_noise(noise_multiplier)
-  _check_schedule(sampling_rate, steps)
-  return _compose([Segment(noise_multiplier, sampling_rate, steps)], delta, accountant, sampling,
-                  dataset_size, neighboring)
-
-
-def calibrate_noise_multiplier(*, target_epsilon: float, delta: float, sampling_rate: float,
-                               steps: int, accountant: str = "pld", sampling: str = "poisson",
-                               dataset_size: int | None = None, neighboring: str = "add_remove",
-                               tol: float = 1e-4) -> float:
-  """The smallest noise multiplier (within ``tol``) whose ε at ``delta`` is ≤ ``target_epsilon``.
-
-  Brackets σ between powers of two, then ``mechanism_calibration`` refines it
-  (its result never exceeds the target). Returns ``MIN_NOISE_MULTIPLIER`` when
-  even that meets the target and 0 when ``steps == 0``.
-
-  Raises:
-    UnreachableBudgetError: ``target_epsilon ≤ 0``, ``delta`` not in (0, 1), or
-      σ would exceed ``MAX_NOISE_MULTIPLIER``.
-  """
-  _check_schedule(sampling_rate, steps)
-  make_accountant, step_event = _scheme(accountant, sampling, dataset_size, neighboring)
-  schedule = (f"target ε={target_epsilon} at δ={delta} with sampling_rate={sampling_rate}, "
-              f"steps={steps} ({accountant}, {sampling}, {neighboring})")
-  if not (target_epsilon > 0 and 0 < delta < 1):
-    raise UnreachableBudgetError(f"{schedule} is unreachable: need epsilon > 0 and delta in "
-                                 "(0, 1); use a larger epsilon or delta")
-  if steps == 0:
-    return 0.0
-
-  def event(sigma: float) -> dp_event.DpEvent:
-    return dp_event.SelfComposedDpEvent(step_event(sigma, sampling_rate), steps)
-
-  def within_budget(sigma: float) -> bool:
-    return make_accountant().compose(event(sigma)).get_epsilon(delta) <= target_epsilon
-
-  high = 1.0
-  while not within_budget(high):
-    if high >= MAX_NOISE_MULTIPLIER:
-      raise UnreachableBudgetError(
-          f"{schedule} needs noise_multiplier > {MAX_NOISE_MULTIPLIER}: train for fewer steps, "
-          "use a smaller sampling rate, or allow a larger epsilon or delta")
-    high *= 2
-  low = high / 2
-  while within_budget(low):
-    if low <= MIN_NOISE_MULTIPLIER:
-      return MIN_NOISE_MULTIPLIER
-    high, low = low, low / 2
-  return float(mechanism_calibration.calibrate_dp_mechanism(
-      make_accountant, event, target_epsilon, delta,
-      mechanism_calibration.ExplicitBracketInterval(low, high), tol=tol))
+    ``dataset_size`` is used by ``sampling="shuffle"`` only (batch size = qN).
+    ``noise_multiplier=0`` gives ∞, ``steps=0`` gives 0.
+    """
+    _check_noise(noise_multiplier)
+    _check_schedule(sampling_rate, steps)
+    return _compose(
+        [Segment(noise_multiplier, sampling_rate, steps)],
+        delta,
+        accountant,
+        sampling,
+        dataset_size,
+        neighboring,
+    )
 
 
-def max_steps(*, noise_multiplier: float, sampling_rate: float, target_epsilon: float,
-              delta: float, accountant: str = "pld", sampling: str = "poisson",
-              dataset_size: int | None = None, neighboring: str = "add_remove") -> int:
-  """The most steps whose ε at ``delta`` stays ≤ ``target_epsilon``; 0 if one step exceeds it.
+def calibrate_noise_multiplier(
+    *,
+    target_epsilon: float,
+    delta: float,
+    sampling_rate: float,
+    steps: int,
+    accountant: str = "pld",
+    sampling: str = "poisson",
+    dataset_size: int | None = None,
+    neighboring: str = "add_remove",
+    tol: float = 1e-4,
+) -> float:
+    """The smallest noise multiplier (within ``tol``) whose ε at ``delta`` is ≤ ``target_epsilon``.
 
-  Doubles, then bisects on ``epsilon()``; stops at ``MAX_STEPS``.
-  """
-  if not target_epsilon >= 0:
-    raise ValueError(f"target_epsilon must be ≥ 0, got {target_epsilon}")
+    Brackets σ between powers of two, then ``mechanism_calibration`` refines it
+    (its result never exceeds the target). Returns ``MIN_NOISE_MULTIPLIER`` when
+    even that meets the target and 0 when ``steps == 0``.
 
-  def within_budget(steps: int) -> bool:
-    return epsilon(noise_multiplier=noise_multiplier, sampling_rate=sampling_rate, steps=steps,
-                   delta=delta, accountant=accountant, sampling=sampling,
-                   dataset_size=dataset_size, neighboring=neighboring) <= target_epsilon
+    Raises:
+      UnreachableBudgetError: ``target_epsilon ≤ 0``, ``delta`` not in (0, 1), or
+        σ would exceed ``MAX_NOISE_MULTIPLIER``.
+    """
+    _check_schedule(sampling_rate, steps)
+    make_accountant, step_event = _scheme(accountant, sampling, dataset_size, neighboring)
+    schedule = (
+        f"target ε={target_epsilon} at δ={delta} with sampling_rate={sampling_rate}, "
+        f"steps={steps} ({accountant}, {sampling}, {neighboring})"
+    )
+    if not (target_epsilon > 0 and 0 < delta < 1):
+        raise UnreachableBudgetError(
+            f"{schedule} is unreachable: need epsilon > 0 and delta in "
+            "(0, 1); use a larger epsilon or delta"
+        )
+    if steps == 0:
+        return 0.0
 
-  if not within_budget(1):
-    return 0
-  low, high = 1, 2  # within_budget(low) always; not within_budget(high) once doubling stops
-  while within_budget(high):
-    if high >= MAX_STEPS:
-      return MAX_STEPS
-    low, high = high, 2 * high
-  while high - low > 1:
-    middle = (low + high) // 2
-    low, high = (middle, high) if within_budget(middle) else (low, middle)
-  return low
+    def event(sigma: float) -> dp_event.DpEvent:
+        return dp_event.SelfComposedDpEvent(step_event(sigma, sampling_rate), steps)
+
+    def within_budget(sigma: float) -> bool:
+        return make_accountant().compose(event(sigma)).get_epsilon(delta) <= target_epsilon
+
+    high = 1.0
+    while not within_budget(high):
+        if high >= MAX_NOISE_MULTIPLIER:
+            raise UnreachableBudgetError(
+                f"{schedule} needs noise_multiplier > {MAX_NOISE_MULTIPLIER}: train for fewer steps, "
+                "use a smaller sampling rate, or allow a larger epsilon or delta"
+            )
+        high *= 2
+    low = high / 2
+    while within_budget(low):
+        if low <= MIN_NOISE_MULTIPLIER:
+            return MIN_NOISE_MULTIPLIER
+        high, low = low, low / 2
+    return float(
+        mechanism_calibration.calibrate_dp_mechanism(
+            make_accountant,
+            event,
+            target_epsilon,
+            delta,
+            mechanism_calibration.ExplicitBracketInterval(low, high),
+            tol=tol,
+        )
+    )
+
+
+def max_steps(
+    *,
+    noise_multiplier: float,
+    sampling_rate: float,
+    target_epsilon: float,
+    delta: float,
+    accountant: str = "pld",
+    sampling: str = "poisson",
+    dataset_size: int | None = None,
+    neighboring: str = "add_remove",
+) -> int:
+    """The most steps whose ε at ``delta`` stays ≤ ``target_epsilon``; 0 if one step exceeds it.
+
+    Doubles, then bisects on ``epsilon()``; stops at ``MAX_STEPS``.
+    """
+    if not target_epsilon >= 0:
+        raise ValueError(f"target_epsilon must be ≥ 0, got {target_epsilon}")
+
+    def within_budget(steps: int) -> bool:
+        return (
+            epsilon(
+                noise_multiplier=noise_multiplier,
+                sampling_rate=sampling_rate,
+                steps=steps,
+                delta=delta,
+                accountant=accountant,
+                sampling=sampling,
+                dataset_size=dataset_size,
+                neighboring=neighboring,
+            )
+            <= target_epsilon
+        )
+
+    if not within_budget(1):
+        return 0
+    low, high = 1, 2  # within_budget(low) always; not within_budget(high) once doubling stops
+    while within_budget(high):
+        if high >= MAX_STEPS:
+            return MAX_STEPS
+        low, high = high, 2 * high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if within_budget(middle) else (low, middle)
+    return low
 
 
 @dataclasses.dataclass
 class PrivacyLedger:
-  """The privacy spent by a training run: its schedule as a list of segments.
+    """The privacy spent by a training run: its schedule as a list of segments.
 
-  ``record`` the steps as they run and save ``to_dict()`` with each checkpoint;
-  ``from_dict`` restores the very same segments, so a resumed run neither
-  re-spends nor forgets budget. ``sampling``, ``dataset_size`` and
-  ``neighboring`` hold for the whole run and mean what they mean in ``epsilon``.
-  """
-  sampling: str = "poisson"
-  dataset_size: int | None = None
-  neighboring: str = "add_remove"
-  segments: list[Segment] = dataclasses.field(default_factory=list)
+    ``record`` the steps as they run and save ``to_dict()`` with each checkpoint;
+    ``from_dict`` restores the very same segments, so a resumed run neither
+    re-spends nor forgets budget. ``sampling``, ``dataset_size`` and
+    ``neighboring`` hold for the whole run and mean what they mean in ``epsilon``.
+    """
 
-  def __post_init__(self):
-    _check_sampling(self.sampling, self.dataset_size, self.neighboring)
-    self.dataset_size = None if self.dataset_size is None else int(self.dataset_size)
-    self.segments = [self._segment(*s) for s in self.segments]
+    sampling: str = "poisson"
+    dataset_size: int | None = None
+    neighboring: str = "add_remove"
+    segments: list[Segment] = dataclasses.field(default_factory=list)
 
-  def _segment(self, noise_multiplier: float, sampling_rate: float, steps: int) -> Segment:
-    _check_noise(noise_multiplier)
-    _check_schedule(sampling_rate, steps)
-    if self.sampling == "shuffle":
-      _batch_size(sampling_rate, self.dataset_size)
-    return Segment(float(noise_multiplier), float(sampling_rate), int(steps))
+    def __post_init__(self):
+        _check_sampling(self.sampling, self.dataset_size, self.neighboring)
+        self.dataset_size = None if self.dataset_size is None else int(self.dataset_size)
+        self.segments = [self._segment(*s) for s in self.segments]
 
-  def record(self, noise_multiplier: float, sampling_rate: float, steps: int = 1) -> None:
-    """Appends ``steps`` steps, merged into the last segment when σ and q are the same."""
-    new = self._segment(noise_multiplier, sampling_rate, steps)
-    if new.steps == 0:
-      return
-    if self.segments and self.segments[-1][:2] == new[:2]:
-      self.segments[-1] = new._replace(steps=self.segments[-1].steps + new.steps)
-    else:
-      self.segments.append(new)
+    def _segment(self, noise_multiplier: float, sampling_rate: float, steps: int) -> Segment:
+        _check_noise(noise_multiplier)
+        _check_schedule(sampling_rate, steps)
+        if self.sampling == "shuffle":
+            _batch_size(sampling_rate, self.dataset_size)
+        return Segment(float(noise_multiplier), float(sampling_rate), int(steps))
 
-  @property
-  def steps(self) -> int:
-    """Total steps recorded."""
-    return sum(s.steps for s in self.segments)
+    def record(self, noise_multiplier: float, sampling_rate: float, steps: int = 1) -> None:
+        """Appends ``steps`` steps, merged into the last segment when σ and q are the same."""
+        new = self._segment(noise_multiplier, sampling_rate, steps)
+        if new.steps == 0:
+            return
+        if self.segments and self.segments[-1][:2] == new[:2]:
+            self.segments[-1] = new._replace(steps=self.segments[-1].steps + new.steps)
+        else:
+            self.segments.append(new)
 
-  def epsilon(self, delta: float, accountant: str = "pld") -> float:
-    """ε at ``delta`` of all recorded segments composed."""
-    return _compose(self.segments, delta, accountant, self.sampling, self.dataset_size,
-                    self.neighboring)
+    @property
+    def steps(self) -> int:
+        """Total steps recorded."""
+        return sum(s.steps for s in self.segments)
 
-  def to_dict(self) -> dict:
-    """A plain JSON-able dict; ``from_dict`` inverts it exactly."""
-    return {"sampling": self.sampling, "dataset_size": self.dataset_size,
-            "neighboring": self.neighboring, "segments": [list(s) for s in self.segments]}
+    def epsilon(self, delta: float, accountant: str = "pld") -> float:
+        """ε at ``delta`` of all recorded segments composed."""
+        return _compose(
+            self.segments, delta, accountant, self.sampling, self.dataset_size, self.neighboring
+        )
 
-  @classmethod
-  def from_dict(cls, state: dict) -> "PrivacyLedger":
-    """The ledger saved by ``to_dict``."""
-    return cls(**state)
+    def to_dict(self) -> dict:
+        """A plain JSON-able dict; ``from_dict`` inverts it exactly."""
+        return {
+            "sampling": self.sampling,
+            "dataset_size": self.dataset_size,
+            "neighboring": self.neighboring,
+            "segments": [list(s) for s in self.segments],
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "PrivacyLedger":
+        """The ledger saved by ``to_dict``."""
+        return cls(**state)

@@ -38,13 +38,21 @@ class Plan:
         if self.noise_multiplier == 0:
             return math.inf
         return accounting.epsilon(
-            noise_multiplier=self.noise_multiplier, sampling_rate=self.sampling_rate,
-            steps=steps, **_accounting_options(dp, self.dataset_size))
+            noise_multiplier=self.noise_multiplier,
+            sampling_rate=self.sampling_rate,
+            steps=steps,
+            **_accounting_options(dp, self.dataset_size),
+        )
 
 
 def _accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dict:
-    return dict(delta=dp.delta, accountant=dp.accountant, sampling=dp.sampling,
-                dataset_size=dataset_size, neighboring=dp.neighboring)
+    return dict(
+        delta=dp.delta,
+        accountant=dp.accountant,
+        sampling=dp.sampling,
+        dataset_size=dataset_size,
+        neighboring=dp.neighboring,
+    )
 
 
 def plan_run(config: ml_collections.ConfigDict, dataset_size: int) -> Plan:
@@ -53,8 +61,10 @@ def plan_run(config: ml_collections.ConfigDict, dataset_size: int) -> Plan:
     if dp.mode not in MODES:
         raise ValueError(f"unknown dp.mode {dp.mode!r}; choose one of {MODES}")
     if not 0 < train.batch_size <= dataset_size:
-        raise ValueError(f"train.batch_size must be in [1, {dataset_size}] (the dataset size), "
-                         f"got {train.batch_size}")
+        raise ValueError(
+            f"train.batch_size must be in [1, {dataset_size}] (the dataset size), "
+            f"got {train.batch_size}"
+        )
     q = train.batch_size / dataset_size
     steps = max(1, math.ceil(train.epochs * dataset_size / train.batch_size))
     sigma = 0.0
@@ -62,33 +72,48 @@ def plan_run(config: ml_collections.ConfigDict, dataset_size: int) -> Plan:
         options = _accounting_options(dp, dataset_size)
         if dp.noise_multiplier > 0:
             sigma = dp.noise_multiplier
-            steps = min(steps, accounting.max_steps(noise_multiplier=sigma, sampling_rate=q,
-                                                    target_epsilon=dp.epsilon, **options))
+            steps = min(
+                steps,
+                accounting.max_steps(
+                    noise_multiplier=sigma, sampling_rate=q, target_epsilon=dp.epsilon, **options
+                ),
+            )
             if steps == 0:
                 raise accounting.UnreachableBudgetError(
                     f"a single step with σ={sigma} and q={q:.4g} already spends more than "
-                    f"ε={dp.epsilon} at δ={dp.delta}; raise dp.noise_multiplier or dp.epsilon")
+                    f"ε={dp.epsilon} at δ={dp.delta}; raise dp.noise_multiplier or dp.epsilon"
+                )
         else:
             sigma = accounting.calibrate_noise_multiplier(
-                target_epsilon=dp.epsilon, sampling_rate=q, steps=steps, **options)
+                target_epsilon=dp.epsilon, sampling_rate=q, steps=steps, **options
+            )
     microbatch = min(train.microbatch_size, train.batch_size)
     if dp.sampling == "poisson":
         capacity = sampling.physical_batch_size(dataset_size, q, multiple_of=microbatch)
     elif train.batch_size % microbatch:
-        raise ValueError(f"with fixed-size batches, train.batch_size ({train.batch_size}) must be "
-                         f"a multiple of train.microbatch_size ({microbatch})")
+        raise ValueError(
+            f"with fixed-size batches, train.batch_size ({train.batch_size}) must be "
+            f"a multiple of train.microbatch_size ({microbatch})"
+        )
     else:
         capacity = train.batch_size
-    return Plan(dataset_size, train.batch_size, q, steps, max(1, round(1 / q)), capacity,
-                microbatch, sigma)
+    return Plan(
+        dataset_size, train.batch_size, q, steps, max(1, round(1 / q)), capacity, microbatch, sigma
+    )
 
 
 def load_data(data: ml_collections.ConfigDict):
     """(train source, test source, number of classes) of the configured dataset."""
     if data.name == "synthetic":
         dataset = tfds_builder.prepare_synthetic(
-            os.path.expanduser(data.data_dir), kind=data.kind, frames=data.frames, num_train=data.num_train,
-            num_test=data.num_test, seed=data.seed, sensitivity=data.sensitivity)
+            os.path.expanduser(data.data_dir),
+            kind=data.kind,
+            frames=data.frames,
+            num_train=data.num_train,
+            num_test=data.num_test,
+            seed=data.seed,
+            sensitivity=data.sensitivity,
+        )
     else:
         dataset = data.name
     train = pipeline.load_source(dataset, "train")
@@ -98,8 +123,12 @@ def load_data(data: ml_collections.ConfigDict):
 
 def make_optimizer(train: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, train.learning_rate, train.warmup_steps, max(steps, train.warmup_steps + 1),
-        end_value=0.1 * train.learning_rate)
+        0.0,
+        train.learning_rate,
+        train.warmup_steps,
+        max(steps, train.warmup_steps + 1),
+        end_value=0.1 * train.learning_rate,
+    )
     if train.optimizer == "adam":
         return optax.adam(schedule)
     if train.optimizer == "adamw":
@@ -109,21 +138,35 @@ def make_optimizer(train: ml_collections.ConfigDict, steps: int) -> optax.Gradie
     raise ValueError(f"unknown train.optimizer {train.optimizer!r}; choose adam, adamw or sgd")
 
 
-def build_step(config: ml_collections.ConfigDict, plan: Plan, num_classes: int,
-               example: np.ndarray, pixels: str):
+def build_step(
+    config: ml_collections.ConfigDict,
+    plan: Plan,
+    num_classes: int,
+    example: np.ndarray,
+    pixels: str,
+):
     """(model, initial TrainState, jitted train step) for ``config`` and ``plan``."""
     dp = config.dp
     model = build_model(config.model.name, num_classes, **config.model.kwargs)
     params = model.init(jax.random.key(config.seed), example)
     optimizer = optax.chain(
-        privatize_sum(clip_norm=dp.clip_norm, noise_multiplier=plan.noise_multiplier,
-                      expected_batch_size=plan.batch_size, seed=config.seed),
-        make_optimizer(config.train, plan.steps))
+        privatize_sum(
+            clip_norm=dp.clip_norm,
+            noise_multiplier=plan.noise_multiplier,
+            expected_batch_size=plan.batch_size,
+            seed=config.seed,
+        ),
+        make_optimizer(config.train, plan.steps),
+    )
     state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params))
     train_step = make_train_step(
-        make_loss_fn(model, pixels), optimizer, mode=dp.mode, clip_norm=dp.clip_norm,
+        make_loss_fn(model, pixels),
+        optimizer,
+        mode=dp.mode,
+        clip_norm=dp.clip_norm,
         public_clip_norm=None if math.isinf(dp.public_clip_norm) else dp.public_clip_norm,
-        microbatch_size=plan.microbatch_size)
+        microbatch_size=plan.microbatch_size,
+    )
     return model, state, train_step
 
 
@@ -145,13 +188,22 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     dp = config.dp
     pixels = schema.pixel_feature(train_source[0])
 
-    model, state, train_step = build_step(config, plan, num_classes,
-                                          train_source[0][pixels][None], pixels)
+    model, state, train_step = build_step(
+        config, plan, num_classes, train_source[0][pixels][None], pixels
+    )
     eval_step = make_eval_step(model, pixels)
-    sampler_args = (dict(sampling_rate=plan.sampling_rate, capacity=plan.capacity)
-                    if dp.sampling == "poisson" else dict(batch_size=plan.batch_size))
-    batches = pipeline.train_batches(train_source, seed=config.seed + 1, num_steps=plan.steps,
-                                     sampler=dp.sampling, **sampler_args)
+    sampler_args = (
+        dict(sampling_rate=plan.sampling_rate, capacity=plan.capacity)
+        if dp.sampling == "poisson"
+        else dict(batch_size=plan.batch_size)
+    )
+    batches = pipeline.train_batches(
+        train_source,
+        seed=config.seed + 1,
+        num_steps=plan.steps,
+        sampler=dp.sampling,
+        **sampler_args,
+    )
     writer = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
 
     record = {}
@@ -165,18 +217,27 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
             if not np.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss became {loss} at step {done}; the run diverged. Lower "
-                    f"train.learning_rate (now {config.train.learning_rate}) or check the data.")
+                    f"train.learning_rate (now {config.train.learning_rate}) or check the data."
+                )
             bar.set_postfix(loss=f"{loss:.3f}")
         if end_of_epoch:
             record = {
-                "step": done, "epoch": done / plan.steps_per_epoch, "train_loss": loss,
-                "test_accuracy": evaluate(eval_step, state.params, test_source,
-                                          config.train.eval_batch_size),
-                "epsilon": plan.epsilon(done, dp), "delta": dp.delta,
-                "noise_multiplier": plan.noise_multiplier, "mode": dp.mode,
+                "step": done,
+                "epoch": done / plan.steps_per_epoch,
+                "train_loss": loss,
+                "test_accuracy": evaluate(
+                    eval_step, state.params, test_source, config.train.eval_batch_size
+                ),
+                "epsilon": plan.epsilon(done, dp),
+                "delta": dp.delta,
+                "noise_multiplier": plan.noise_multiplier,
+                "mode": dp.mode,
                 "wall_time": time.time() - start,
             }
             writer.write(record)
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{record['test_accuracy']:.3f}",
-                            eps=f"{record['epsilon']:.2f}")
+            bar.set_postfix(
+                loss=f"{loss:.3f}",
+                acc=f"{record['test_accuracy']:.3f}",
+                eps=f"{record['epsilon']:.2f}",
+            )
     return record

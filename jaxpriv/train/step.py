@@ -16,69 +16,91 @@ MODES = ("none", "dpsgd", "maskdp")
 
 
 class TrainState(NamedTuple):
-  step: jnp.ndarray
-  params: PyTree
-  opt_state: PyTree
+    step: jnp.ndarray
+    params: PyTree
+    opt_state: PyTree
 
 
 def make_loss_fn(model: nn.Module, pixels: str) -> clipping.LossFn:
-  """Per-example cross-entropy on the full view, or on the public view (sensitive pixels dropped).
+    """Per-example cross-entropy on the full view, or on the public view (sensitive pixels dropped).
 
-  An optional ``absent`` pixel mask in the batch marks content that is not
-  there at all (used to build the neighbouring dataset whose sensitive content
-  is removed); it is dropped from both views.
-  """
-  def loss_fn(params, batch, public):
-    mask, pixel_shape = batch["sensitive"].shape[1:], batch[pixels].shape[1:]
-    if mask != pixel_shape[:-1]:
-      raise ValueError(f"sensitive mask has shape {mask} but {pixels} is {pixel_shape}: "
-                       f"expected {pixel_shape[:-1]}")
-    drop = batch.get("absent")
-    if public:
-      sensitive = batch["sensitive"].astype(bool)
-      drop = sensitive if drop is None else drop | sensitive
-    logits = model.apply(params, batch[pixels], drop)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-  return loss_fn
+    An optional ``absent`` pixel mask in the batch marks content that is not
+    there at all (used to build the neighbouring dataset whose sensitive content
+    is removed); it is dropped from both views.
+    """
 
+    def loss_fn(params, batch, public):
+        mask, pixel_shape = batch["sensitive"].shape[1:], batch[pixels].shape[1:]
+        if mask != pixel_shape[:-1]:
+            raise ValueError(
+                f"sensitive mask has shape {mask} but {pixels} is {pixel_shape}: "
+                f"expected {pixel_shape[:-1]}"
+            )
+        drop = batch.get("absent")
+        sensitive = batch["sensitive"].astype(bool)
+        if public:
+            drop = sensitive if drop is None else drop | sensitive
+        logits = model.apply(params, batch[pixels], drop, sensitive)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
 
-def gradient_sum(loss_fn: clipping.LossFn, params: PyTree, batch: dict, *, mode: str,
-                 clip_norm: float, public_clip_norm: float | None, microbatch_size: int):
-  """Σ over real examples of their (clipped) gradients, and summed statistics."""
-  if mode == "none":
-    microbatch_sum = partial(clipping.nonprivate_microbatch_sum, loss_fn)
-  elif mode in ("dpsgd", "maskdp"):
-    microbatch_sum = partial(clipping.dp_microbatch_sum, loss_fn, clip_norm=clip_norm,
-                             public_clip_norm=public_clip_norm, maskdp=mode == "maskdp")
-  else:
-    raise ValueError(f"unknown dp mode {mode!r}; choose one of {MODES}")
-  return clipping.accumulate(microbatch_sum, params, batch, microbatch_size)
+    return loss_fn
 
 
-def make_train_step(loss_fn: clipping.LossFn, optimizer: optax.GradientTransformation,
-                    **sum_kwargs) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-  """Returns ``step(state, batch) -> (state, metrics)``, jitted with the state donated.
+def gradient_sum(
+    loss_fn: clipping.LossFn,
+    params: PyTree,
+    batch: dict,
+    *,
+    mode: str,
+    clip_norm: float,
+    public_clip_norm: float | None,
+    microbatch_size: int,
+):
+    """Σ over real examples of their (clipped) gradients, and summed statistics."""
+    if mode == "none":
+        microbatch_sum = partial(clipping.nonprivate_microbatch_sum, loss_fn)
+    elif mode in ("dpsgd", "maskdp"):
+        microbatch_sum = partial(
+            clipping.dp_microbatch_sum,
+            loss_fn,
+            clip_norm=clip_norm,
+            public_clip_norm=public_clip_norm,
+            maskdp=mode == "maskdp",
+        )
+    else:
+        raise ValueError(f"unknown dp mode {mode!r}; choose one of {MODES}")
+    return clipping.accumulate(microbatch_sum, params, batch, microbatch_size)
 
-  ``optimizer`` must start with ``jaxpriv.dp.noise.privatize_sum`` so that the
-  summed gradient is noised (DP modes) and divided by the expected batch size.
-  """
-  def step(state: TrainState, batch: dict):
-    grads, stats = gradient_sum(loss_fn, state.params, batch, **sum_kwargs)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    count = jnp.sum(batch["weight"] > 0)
-    metrics = {k: v / jnp.maximum(count, 1) for k, v in stats.items()}
-    metrics["batch_size"] = count
-    return TrainState(state.step + 1, params, opt_state), metrics
-  return jax.jit(step, donate_argnums=0)
+
+def make_train_step(
+    loss_fn: clipping.LossFn, optimizer: optax.GradientTransformation, **sum_kwargs
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """Returns ``step(state, batch) -> (state, metrics)``, jitted with the state donated.
+
+    ``optimizer`` must start with ``jaxpriv.dp.noise.privatize_sum`` so that the
+    summed gradient is noised (DP modes) and divided by the expected batch size.
+    """
+
+    def step(state: TrainState, batch: dict):
+        grads, stats = gradient_sum(loss_fn, state.params, batch, **sum_kwargs)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        count = jnp.sum(batch["weight"] > 0)
+        metrics = {k: v / jnp.maximum(count, 1) for k, v in stats.items()}
+        metrics["batch_size"] = count
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return jax.jit(step, donate_argnums=0)
 
 
 def make_eval_step(model: nn.Module, pixels: str):
-  """Returns jitted ``eval_step(params, batch) -> (number correct, number of real examples)``."""
-  @jax.jit
-  def eval_step(params, batch):
-    logits = model.apply(params, batch[pixels])
-    real = batch["weight"] > 0
-    correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) & real)
-    return correct, jnp.sum(real)
-  return eval_step
+    """Returns jitted ``eval_step(params, batch) -> (number correct, number of real examples)``."""
+
+    @jax.jit
+    def eval_step(params, batch):
+        logits = model.apply(params, batch[pixels], None, batch["sensitive"].astype(bool))
+        real = batch["weight"] > 0
+        correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) & real)
+        return correct, jnp.sum(real)
+
+    return eval_step

@@ -1,0 +1,31 @@
+"""The demo: non-private, DP-SGD and MaskDP on the embedded synthetic videos at the same ε."""
+
+import os
+
+import ml_collections
+
+from jaxpriv import config as config_lib
+from jaxpriv.train import loop
+
+MODES = ("none", "dpsgd", "maskdp")
+
+
+def demo_configs(epsilon: float, overrides=()) -> list[ml_collections.ConfigDict]:
+    """The three runs; the DP ones share ε, δ, q and the number of steps."""
+    configs = []
+    for mode in MODES:
+        config = config_lib.default_config()
+        config.name = f"demo_{mode}"
+        config.dp.mode = mode
+        config.dp.epsilon = epsilon
+        for override in overrides:
+            config_lib.apply_override(config, override)
+        configs.append(config)
+    return configs
+
+
+def run(*, epsilon: float, workdir: str, overrides=(), progress: bool = True) -> list[dict]:
+    return [
+        loop.train(config, os.path.join(workdir, config.name), progress=progress)
+        for config in demo_configs(epsilon, overrides)
+    ]

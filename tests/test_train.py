@@ -1,0 +1,129 @@
+"""The train loop: compile once, ε accounting per epoch, clear errors for bad input."""
+
+import math
+
+import pytest
+
+from jaxpriv import config as config_lib
+from jaxpriv.data import pipeline
+from jaxpriv.dp import accounting
+from jaxpriv.train import loop
+from jaxpriv.train.metrics import read_jsonl
+
+
+def tiny_config(tmp_path, mode="maskdp"):
+    c = config_lib.default_config()
+    c.name = f"tiny_{mode}"
+    c.data.data_dir = str(tmp_path / "data")
+    c.data.num_train, c.data.num_test = 64, 32
+    c.model.kwargs = dict(width=8, depth=1, heads=2, mlp_dim=8, max_kept_tokens=24)
+    c.train.batch_size, c.train.microbatch_size, c.train.epochs = 16, 8, 2.0
+    c.train.eval_batch_size = 32
+    c.dp.mode = mode
+    c.dp.epsilon = 8.0
+    c.dp.delta = 1e-3
+    return c
+
+
+def test_maskdp_run_writes_epsilon_per_epoch_and_stays_within_budget(tmp_path):
+    config = tiny_config(tmp_path)
+    result = loop.train(config, str(tmp_path / "run"), progress=False)
+    records = read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))
+    assert [r["epoch"] for r in records] == [1.0, 2.0]
+    assert [r["step"] for r in records] == [4, 8]
+    epsilons = [r["epsilon"] for r in records]
+    assert epsilons[0] < epsilons[1] <= config.dp.epsilon * (1 + 1e-3)
+    assert epsilons[1] == pytest.approx(config.dp.epsilon, rel=1e-2)  # σ was calibrated to it
+    assert epsilons[1] == pytest.approx(
+        accounting.epsilon(
+            noise_multiplier=result["noise_multiplier"], sampling_rate=16 / 64, steps=8, delta=1e-3
+        )
+    )
+    assert 0.0 <= result["test_accuracy"] <= 1.0 and result == records[-1]
+
+
+def test_fixed_noise_multiplier_stops_when_the_budget_is_spent(tmp_path):
+    config = tiny_config(tmp_path, "dpsgd")
+    config.dp.noise_multiplier = 1.0
+    config.dp.epsilon = 3.0
+    config.train.epochs = 1000.0
+    plan = loop.plan_run(config, 64)
+    budget_steps = accounting.max_steps(
+        noise_multiplier=1.0, sampling_rate=0.25, target_epsilon=3.0, delta=1e-3
+    )
+    assert plan.steps == budget_steps < 4000
+    assert plan.epsilon(plan.steps, config.dp) <= 3.0 < plan.epsilon(plan.steps + 1, config.dp)
+
+
+def test_train_step_compiles_once_across_poisson_batch_sizes(tmp_path):
+    config = tiny_config(tmp_path, "maskdp")
+    train_source, _, num_classes = loop.load_data(config.data)
+    plan = loop.plan_run(config, len(train_source))
+    _, state, step = loop.build_step(
+        config, plan, num_classes, train_source[0]["video"][None], "video"
+    )
+    sizes = set()
+    batches = pipeline.train_batches(
+        train_source, seed=1, num_steps=6, sampling_rate=plan.sampling_rate, capacity=plan.capacity
+    )
+    for batch in batches:
+        sizes.add(int(batch["weight"].sum()))
+        state, _ = step(state, batch)
+    assert len(sizes) > 1  # the Poisson batch sizes really differed
+    assert step._cache_size() == 1
+
+
+def test_unreachable_epsilon_is_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path, "dpsgd")
+    config.dp.epsilon, config.dp.delta = 1e-6, 1e-12
+    with pytest.raises(accounting.UnreachableBudgetError, match="noise_multiplier > 1024"):
+        loop.plan_run(config, 64)
+
+
+def test_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path, "none")
+    config.train.optimizer, config.train.learning_rate = "sgd", 1e30
+    config.train.log_every_steps = 1
+    with pytest.raises(
+        FloatingPointError,
+        match=r"training loss became (nan|inf) at step \d+; "
+        r"the run diverged",
+    ):
+        loop.train(config, str(tmp_path / "run"), progress=False)
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"unknown config key 'dp.epsilom'; valid keys here: "
+        r"accountant, clip_norm, delta, epsilon",
+    ):
+        config_lib.apply_override(config, "--config.dp.epsilom=2")
+    config.train.unknown = 3
+    with pytest.raises(ValueError, match="unknown config key 'train.unknown'"):
+        loop.train(config, str(tmp_path / "run"), progress=False)
+
+
+def test_overrides_are_typed(tmp_path):
+    config = tiny_config(tmp_path)
+    config_lib.apply_override(config, "--config.dp.epsilon=2")
+    config_lib.apply_override(config, "--config.dp.public_clip_norm=inf")
+    config_lib.apply_override(config, "--config.model.kwargs.width=16")
+    assert config.dp.epsilon == 2.0 and isinstance(config.dp.epsilon, float)
+    assert math.isinf(config.dp.public_clip_norm) and config.model.kwargs.width == 16
+    with pytest.raises(
+        ValueError, match="config key 'train.batch_size' holds a int; cannot set it to 'big'"
+    ):
+        config_lib.apply_override(config, "--config.train.batch_size=big")
+
+
+def test_config_files_load(tmp_path):
+    for name, mode in [
+        ("video_nonprivate", "none"),
+        ("video_dpsgd", "dpsgd"),
+        ("video_maskdp", "maskdp"),
+    ]:
+        config = config_lib.load_config(f"configs/{name}.py", ["--config.dp.epsilon=2"])
+        config_lib.check_known_keys(config)
+        assert config.dp.mode == mode and config.dp.epsilon == 2.0
