@@ -9,6 +9,7 @@ from dp_fixtures import C, dp_sum, flat, make_batch, setup, take
 from jaxpriv.dp import clipping
 
 MODELS = ["vit", "resnet"]
+ALL_MODELS = ["vit", "vit_split", "resnet"]  # for the MaskDP privacy properties
 
 
 def norm(x):
@@ -83,7 +84,7 @@ def test_padding_example_changes_nothing(mode):
     assert padded_stats["loss"] == stats["loss"]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_all_public_example_has_no_residual(name):
     loss_fn, params = setup(name)
     example = take(make_batch(), 0)
@@ -98,7 +99,7 @@ def test_all_public_example_has_no_residual(name):
     np.testing.assert_array_equal(flat(contribution), flat(public))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_all_sensitive_residual_is_the_whole_input_dependence(name):
     loss_fn, params = setup(name)
     batch = make_batch(n=2)
@@ -119,7 +120,7 @@ def test_all_sensitive_residual_is_the_whole_input_dependence(name):
     assert stats["grad_norm"] > 1e-3
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_maskdp_removal_moves_the_sum_by_exactly_the_clipped_residual(name):
     """Neighbouring datasets: example i's sensitive content is absent; masks, labels, public pixels equal."""
     batch = make_batch()
@@ -141,7 +142,7 @@ def test_maskdp_removal_for_a_conv_model_is_writing_the_public_fill():
     np.testing.assert_allclose(norm(before - after), C, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_maskdp_replacement_is_bounded_by_2C_not_C(name):
     batch = make_batch()
     before, _ = dp_sum(name, batch, "maskdp")
