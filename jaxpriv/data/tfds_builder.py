@@ -18,6 +18,7 @@ split is example `i` of `generate_split(config, split)`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -137,7 +138,13 @@ def prepare_synthetic(
     )
     # TFDS refuses a new config object named like a registered one.
     config = SyntheticActions.get_builder_config(config.name) or config
-    builder = SyntheticActions(data_dir=os.fspath(data_dir), config=config)
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # TFDS warns that a non-registered config is "custom"
+    try:
+        builder = SyntheticActions(data_dir=os.fspath(data_dir), config=config)
+    finally:
+        absl_logger.setLevel(level)
     tfds.disable_progress_bar()  # one line per dataset instead of nested bars
     builder.download_and_prepare(
         file_format="array_record",
