@@ -8,9 +8,14 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 extras="test${1:+,$1}"
-stamp=".venv/.jaxpriv-installed-$extras-$(cat pyproject.toml | cksum | cut -d' ' -f1)"
+stamp=".venv/.jaxpriv-installed-$extras-$(cksum < pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing jaxpriv[$extras] into .venv (first time: about two minutes)" >&2
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+  echo "setup: installing jaxpriv[$extras] into .venv (first time: a few minutes)" >&2
+  if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".[$extras]" \
+      > .venv/pip-install.log 2>&1; then
+    tail -n 30 .venv/pip-install.log >&2
+    echo "setup: pip install failed; full log in .venv/pip-install.log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
