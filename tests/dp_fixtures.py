@@ -17,8 +17,15 @@ C = 0.1  # small enough that the tiny models' gradients get clipped
 def setup(name):
     """(loss_fn, params) of a tiny ViT ("vit", "vit_split") or ResNet on 8×8 images, 3 classes."""
     if name.startswith("vit"):
-        model = ViT(num_classes=3, patch=(4, 4), width=8, depth=1, heads=2, mlp_dim=8,
-                    split_streams=name == "vit_split")
+        model = ViT(
+            num_classes=3,
+            patch=(4, 4),
+            width=8,
+            depth=1,
+            heads=2,
+            mlp_dim=8,
+            split_streams=name == "vit_split",
+        )
     else:
         model = ResNet(num_classes=3, stage_features=(4, 8), groups=2)
     params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3), jnp.uint8))

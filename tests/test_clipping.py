@@ -51,6 +51,7 @@ def test_vmap_grads_equal_one_at_a_time(name):
     loss_fn, params = setup(name)
     batch = make_batch()
     vmapped = jax.vmap(lambda ex: clipping.example_grad(loss_fn, params, ex, False)[1])(batch)
+
     def single_grad(one):  # the batch of one example, without vmap
         return jax.grad(lambda p: loss_fn(p, one, False)[0])(params)
 

@@ -56,9 +56,10 @@ def num_examples(source: Sequence[dict]) -> int:
 
 
 def _read_batch(source: Sequence[dict], indices: np.ndarray, weights: np.ndarray) -> Batch:
-    """Reads and stacks the records at `indices` into one batch."""
+    """Reads and stacks the records at `indices` into one batch (model features only)."""
     records = [source[int(i)] for i in indices]
-    batch = {name: np.stack([record[name] for record in records]) for name in records[0]}
+    names = (schema.pixel_feature(records[0]), schema.LABEL, schema.SENSITIVE)
+    batch = {name: np.stack([record[name] for record in records]) for name in names}
     batch[schema.LABEL] = batch[schema.LABEL].astype(np.int32)
     batch[schema.SENSITIVE] = batch[schema.SENSITIVE].astype(bool)
     batch[WEIGHT] = weights

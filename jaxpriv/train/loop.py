@@ -114,8 +114,14 @@ def load_data(data: ml_collections.ConfigDict):
             seed=data.seed,
             sensitivity=data.sensitivity,
         )
+    elif os.path.isfile(os.path.join(os.path.expanduser(data.name), "dataset_info.json")):
+        dataset = os.path.expanduser(data.name)
     else:
-        dataset = data.name
+        raise FileNotFoundError(
+            f"data.name={data.name!r} is neither 'synthetic' nor a prepared TFDS dataset folder "
+            "(the folder holding dataset_info.json, e.g. the 'TFDS dataset' that jaxpriv "
+            "anonymize prints)"
+        )
     train = pipeline.load_source(dataset, "train")
     test = pipeline.load_source(dataset, "test")
     return train, test, train.dataset_info.features[schema.LABEL].num_classes

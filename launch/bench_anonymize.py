@@ -1,0 +1,155 @@
+"""Throughput of the traditional anonymization methods on CPU.
+
+    python launch/bench_anonymize.py [--batch 32] [--size 512] [--repeats 5] [--threads 2]
+
+Synthetic random images with two person-shaped regions each (an ellipse body under a round
+head); prints the median images/s of each method, then checks the goal of ≥ 100 images/s for
+blur and mask-out. ``--pipeline N`` also times ``jaxpriv anonymize`` end to end on N such JPEG
+files with COCO annotations (decode, regions, method, drop-in copy, records, TFDS), 2 workers.
+"""
+
+import argparse
+import functools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+from jaxpriv.anonymize import histogram, pipeline, readers, traditional
+
+GOAL = 100.0  # images/s at 512×512 on the 2-core CPU
+GOAL_METHODS = ("blur", "maskout")
+
+
+def person_masks(batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Bool ``[batch, size, size]``: two standing figures per image at random positions."""
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    masks = torch.zeros(batch, size, size, dtype=torch.bool)
+    for person in range(2):
+        height = size * (0.45 + 0.2 * torch.rand(batch, 1, 1, generator=generator))
+        width = height / 3
+        # Left and right halves of the image, so the two figures rarely overlap.
+        jitter = torch.rand(batch, 1, 1, generator=generator) - 0.5
+        cx = size * (0.25 + 0.5 * person + 0.1 * jitter)
+        top = (size - height) * torch.rand(batch, 1, 1, generator=generator)
+        head = height / 8
+        cy = top + 2 * head + (height - 2 * head) / 2
+        body = ((x - cx) / (width / 2)) ** 2 + ((y - cy) / ((height - 2 * head) / 2)) ** 2 <= 1
+        face = (x - cx) ** 2 + (y - top - head) ** 2 <= head**2
+        masks |= body | face
+    return masks
+
+
+def images_per_second(fn, images, masks, repeats: int) -> float:
+    fn(images, masks)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(images, masks)
+        times.append(time.perf_counter() - start)
+    return len(images) / statistics.median(times)
+
+
+def write_coco_folder(root: Path, images: torch.Tensor, masks: torch.Tensor) -> Path:
+    """JPEG files and a COCO json whose one annotation per image is its person mask (RLE)."""
+    entries, annotations = [], []
+    for i, (image, mask) in enumerate(zip(images.numpy(), masks.numpy())):
+        name = f"images/{i:05d}.jpg"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        height, width = mask.shape
+        flat = mask.T.reshape(-1)  # COCO RLE runs are column-major, starting with zeros
+        changes = [0, *(flat[1:] != flat[:-1]).nonzero()[0] + 1, flat.size]
+        counts = [int(b - a) for a, b in zip(changes[:-1], changes[1:])]
+        counts = ([0] if flat[0] else []) + counts
+        entries.append({"id": i, "file_name": name, "height": height, "width": width})
+        annotations.append(
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [0, 0, width, height],
+                "segmentation": {"size": [height, width], "counts": counts},
+            }
+        )
+    path = root / "instances.json"
+    path.write_text(
+        json.dumps(
+            {
+                "images": entries,
+                "annotations": annotations,
+                "categories": [{"id": 1, "name": "person"}],
+            }
+        )
+    )
+    return path
+
+
+def pipeline_images_per_second(method: str, root: Path, annotations: Path) -> float:
+    samples = readers.read_coco(annotations, root)
+    options = pipeline.Options(region="body", method=method, test_fraction=0.0)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        pipeline.run(samples, out, options, workers=2, progress=False)
+        return len(samples) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the whole pipeline on N images (0: skip)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(
+        0, 256, (args.batch, args.size, args.size, 3), dtype=torch.uint8, generator=generator
+    )
+    masks = person_masks(args.batch, args.size, generator)
+    methods = {name: method.fn for name, method in traditional.METHODS.items()}
+    methods["maskout(noise)"] = functools.partial(traditional.mask_out, fill="noise")
+    methods["equalize"] = histogram.equalize
+    methods["match_histograms"] = histogram.match_histograms
+    print(
+        f"{args.batch} images {args.size}x{args.size}, two persons each "
+        f"({masks.float().mean():.0%} of the pixels), torch CPU, {args.threads} threads"
+    )
+    rates = {}
+    for name, fn in methods.items():
+        rates[name] = images_per_second(fn, images, masks, args.repeats)
+        print(f"  {name:18s} {rates[name]:8.1f} images/s")
+    for name in GOAL_METHODS:
+        verdict = "ok" if rates[name] >= GOAL else "BELOW GOAL"
+        print(
+            f"goal {name}: {rates[name]:.1f} / {GOAL:.0f} images/s = {rates[name] / GOAL:.2f}x "
+            f"({verdict})"
+        )
+    if args.pipeline:
+        print(f"jaxpriv anonymize end to end, {args.pipeline} JPEG files, 2 workers:")
+        generator = torch.Generator().manual_seed(1)
+        images = torch.randint(
+            0, 256, (args.pipeline, args.size, args.size, 3), dtype=torch.uint8, generator=generator
+        )
+        masks = person_masks(args.pipeline, args.size, generator)
+        with tempfile.TemporaryDirectory() as root:
+            annotations = write_coco_folder(Path(root), images, masks)
+            for name in GOAL_METHODS:
+                rate = pipeline_images_per_second(name, Path(root), annotations)
+                print(f"  {name:18s} {rate:8.1f} images/s ({rate / GOAL:.2f}x the goal)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Readers of COCO JSON, Cityscapes gtFine, image folders and videos, on fixture files they write."""
+
+import json
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from jaxpriv.anonymize.readers import (
+    AnnotationError,
+    CorruptImageError,
+    load_image,
+    polygons_to_mask,
+    read_cityscapes,
+    read_coco,
+    read_folder,
+    read_video,
+    rle_string_to_counts,
+    rle_to_mask,
+)
+
+H, W = 40, 50
+
+
+def encode_counts(mask):
+    """Column-major run lengths of a bool mask, starting with a run of 0s (COCO RLE)."""
+    flat = mask.flatten(order="F").astype(np.int8)
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return [0, *counts] if flat[0] else counts
+
+
+def encode_string(counts):
+    """pycocotools `rleToString`: 5 bits per char, sign-extended, deltas after the second count."""
+    chars = []
+    for i, value in enumerate(counts):
+        value -= counts[i - 2] if i > 2 else 0
+        more = True
+        while more:
+            chunk, value = value & 0x1F, value >> 5
+            more = value != -1 if chunk & 0x10 else value != 0
+            chars.append(chr(48 + (chunk | 0x20 if more else chunk)))
+    return "".join(chars)
+
+
+def write_image(path, height=H, width=W, value=90):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((height, width, 3), value, np.uint8))
+    return path
+
+
+def crowd_mask():
+    mask = np.zeros((H, W), bool)
+    mask[25:35, 30:45] = True
+    mask[28:31, 36:40] = False  # a hole: more than two runs per column
+    mask[0, 49] = True  # a run touching the last pixel
+    return mask
+
+
+KEYPOINTS = np.zeros((17, 3), np.float32)
+KEYPOINTS[:5] = [[15, 8, 2], [13, 7, 2], [17, 7, 2], [11, 8, 1], [19, 8, 0]]
+
+
+def write_coco(tmp_path, annotations, images=None):
+    images = images or [
+        {"id": 1, "file_name": "imgs/a.png", "height": H, "width": W},
+        {"id": 2, "file_name": "imgs/b.png", "height": H, "width": W},
+    ]
+    for image in images:
+        if not image["file_name"].startswith("missing"):
+            write_image(tmp_path / image["file_name"])
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def person_annotation(ann_id, segmentation, image_id=1, **extra):
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": [10, 5, 10, 20],
+        "segmentation": segmentation,
+        "iscrowd": 0,
+        **extra,
+    }
+
+
+@pytest.fixture
+def coco(tmp_path):
+    rle = {"size": [H, W], "counts": encode_string(encode_counts(crowd_mask()))}
+    annotations = [
+        person_annotation(
+            7, [[10, 5, 20, 5, 20, 25, 10, 25]], keypoints=KEYPOINTS.ravel().tolist()
+        ),
+        person_annotation(8, rle, iscrowd=1, bbox=[30, 0, 20, 35]),
+        {**person_annotation(9, [[0, 0, 5, 0, 5, 5]]), "category_id": 3},  # a car: ignored
+    ]
+    return write_coco(tmp_path, annotations), tmp_path
+
+
+def test_coco_reads_persons_with_exact_masks(coco):
+    json_path, root = coco
+    samples = read_coco(json_path, root)
+    assert [s.key for s in samples] == ["imgs/a.png", "imgs/b.png"]
+    assert samples[0].path == (root / "imgs/a.png").absolute()
+    assert samples[1].persons == []
+    body, crowd = samples[0].persons
+    expected = np.zeros((H, W), bool)
+    expected[5:25, 10:20] = True  # pixel centres inside [10, 20] x [5, 25]
+    np.testing.assert_array_equal(body.mask, expected)
+    assert body.box == (10.0, 5.0, 20.0, 25.0) and body.source_id == "7" and not body.crowd
+    np.testing.assert_array_equal(body.keypoints, KEYPOINTS)
+    np.testing.assert_array_equal(crowd.mask, crowd_mask())
+    assert crowd.crowd and crowd.keypoints is None and crowd.source_id == "8"
+    assert samples[0].image.shape == (H, W, 3) and samples[0].image.dtype == np.uint8
+
+
+def test_coco_uncompressed_rle(tmp_path):
+    rle = {"size": [H, W], "counts": encode_counts(crowd_mask())}
+    sample = read_coco(write_coco(tmp_path, [person_annotation(1, rle)]), tmp_path)[0]
+    np.testing.assert_array_equal(sample.persons[0].mask, crowd_mask())
+
+
+def test_rle_string_matches_pycocotools_layout():
+    assert rle_string_to_counts("32") == [3, 2]
+    assert rle_string_to_counts("532N") == [5, 3, 2, 1]  # 'N': -2, added to the count two back
+    by_columns = [[0, 1], [1, 0], [1, 0]]
+    np.testing.assert_array_equal(rle_to_mask([1, 3, 2], 3, 2), by_columns)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rle_string_round_trip(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((23, 31)) < rng.uniform(0.05, 0.95)
+    counts = encode_counts(mask)
+    assert rle_string_to_counts(encode_string(counts)) == counts
+    np.testing.assert_array_equal(rle_to_mask(counts, 23, 31), mask)
+
+
+def test_polygon_area_and_union():
+    square = [2.5, 2.5, 6.5, 2.5, 6.5, 4.5, 2.5, 4.5]
+    triangle = [0, 10, 10, 10, 0, 20]  # area 50
+    mask = polygons_to_mask([square, triangle], 20, 12)
+    np.testing.assert_array_equal(
+        np.argwhere(mask[:10]), [(r, c) for r in (2, 3) for c in range(2, 6)]
+    )
+    assert abs(mask[10:].sum() - 50) <= 5
+
+
+def test_cityscapes_persons_riders_and_crowd(tmp_path):
+    city = "leftImg8bit/val/zurich/zurich_000001_000019_leftImg8bit.png"
+    write_image(tmp_path / city, 32, 48)
+    ids = np.full((32, 48), 7, np.uint16)  # road
+    ids[2:12, 3:9] = 24001
+    ids[14:30, 3:9] = 24002
+    ids[5:25, 20:26] = 25000  # rider, instance 0
+    ids[0:6, 30:46] = 24  # a group of persons
+    ids[20:32, 30:46] = 26001  # a car
+    gt = tmp_path / "gtFine/val/zurich/zurich_000001_000019_gtFine_instanceIds.png"
+    gt.parent.mkdir(parents=True)
+    assert cv2.imwrite(str(gt), ids)
+    (sample,) = read_cityscapes(tmp_path, "val")
+    assert sample.key == city
+    by_id = {p.source_id: p for p in sample.persons}
+    assert sorted(by_id) == ["24", "24001", "24002", "25000"]
+    for value, person in by_id.items():
+        np.testing.assert_array_equal(person.mask, ids == int(value))
+        assert person.crowd == (value == "24")
+    assert by_id["24002"].box == (3.0, 14.0, 9.0, 30.0)
+    assert sample.image.shape == (32, 48, 3)
+
+
+def test_cityscapes_missing_instance_map_is_named(tmp_path):
+    write_image(tmp_path / "leftImg8bit/train/bonn/bonn_000000_000001_leftImg8bit.png")
+    with pytest.raises(AnnotationError, match="bonn_000000_000001_gtFine_instanceIds.png"):
+        read_cityscapes(tmp_path, "train")
+    with pytest.raises(FileNotFoundError, match="val"):
+        read_cityscapes(tmp_path, "val")
+
+
+def test_folder_is_recursive_and_sorted(tmp_path):
+    write_image(tmp_path / "b.png")
+    (tmp_path / "a").mkdir()
+    assert cv2.imwrite(str(tmp_path / "a/c.JPG"), np.zeros((4, 4, 3), np.uint8))
+    write_image(tmp_path / "a/b.bmp")
+    (tmp_path / "notes.txt").write_text("not an image")
+    samples = read_folder(tmp_path)
+    assert [s.key for s in samples] == ["a/b.bmp", "a/c.JPG", "b.png"]
+    assert all(s.persons == [] for s in samples)
+    assert samples[1].image.shape == (4, 4, 3)
+
+
+def write_video(path, frames, codec="mpeg4"):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=5)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for pixels in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_video_frames_in_order(tmp_path):
+    frames = np.zeros((5, 64, 64, 3), np.uint8)
+    for t in range(5):
+        frames[t, 24:40, 4 + 8 * t : 20 + 8 * t] = 255
+    path = tmp_path / "videos/clip.mp4"
+    path.parent.mkdir()
+    write_video(path, frames)
+    samples = list(read_video(path, root=tmp_path))
+    assert [s.key for s in samples] == [f"videos/clip.mp4#{t:06d}" for t in range(5)]
+    assert [s.frame_index for s in samples] == list(range(5))
+    for t, sample in enumerate(samples):
+        image = sample.image
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        cols = np.argwhere(image.mean(axis=-1) > 128)[:, 1]
+        assert abs(cols.mean() - (11.5 + 8 * t)) < 1.0
+    assert next(read_video(path)).key == "clip.mp4#000000"
+
+
+def test_corrupt_files_are_named(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 definitely not a jpeg")
+    with pytest.raises(CorruptImageError, match="cannot decode image '.*broken.jpg'"):
+        load_image(bad)
+    with pytest.raises(CorruptImageError, match="broken.jpg"):
+        _ = read_folder(tmp_path)[0].image
+    with pytest.raises(FileNotFoundError, match="nothere.png"):
+        load_image(tmp_path / "nothere.png")
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"\x00" * 100)
+    with pytest.raises(CorruptImageError, match="cannot decode video '.*broken.mp4'"):
+        list(read_video(video))
+
+
+def test_coco_missing_image_file_is_named(tmp_path):
+    images = [
+        {"id": 1, "file_name": "imgs/a.png", "height": H, "width": W},
+        {"id": 2, "file_name": "missing_one.png", "height": H, "width": W},
+    ]
+    path = write_coco(tmp_path, [person_annotation(1, [], image_id=42)], images)
+    with pytest.raises(AnnotationError, match="2 annotation problem") as error:
+        read_coco(path, tmp_path)
+    assert "missing_one.png: image file not found" in str(error.value)
+    assert "unknown image_id 42" in str(error.value)
+
+
+def test_coco_rle_of_wrong_size(tmp_path):
+    rle = {"size": [20, 20], "counts": [400]}
+    path = write_coco(tmp_path, [person_annotation(5, rle)])
+    message = r"imgs/a.png: annotation 5: RLE mask size \[20, 20\] does not match .* \[40, 50\]"
+    with pytest.raises(AnnotationError, match=message):
+        read_coco(path, tmp_path)
+
+
+def test_coco_problems_are_collected(tmp_path):
+    annotations = [person_annotation(i, {"size": [H, W], "counts": [1]}) for i in range(12)]
+    annotations.append({"id": 99, "image_id": 1, "category_id": 1})  # no bbox
+    with pytest.raises(AnnotationError, match="13 annotation problem") as error:
+        read_coco(write_coco(tmp_path, annotations), tmp_path)
+    assert len(error.value.problems) == 13
+    assert "RLE runs cover 1 pixels, expected 40x50" in str(error.value)
+    assert "... and 3 more" in str(error.value)
+    assert "annotation 99: missing field 'bbox'" in error.value.problems[-1]
+
+
+def test_coco_without_person_category(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    with pytest.raises(AnnotationError, match="(?s)x.json.*no category named 'person'"):
+        read_coco(path, tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(AnnotationError, match="(?s)x.json.*not valid JSON"):
+        read_coco(path, tmp_path)
+
+
+def test_image_size_differs_from_annotation(tmp_path):
+    json_path = write_coco(tmp_path, [person_annotation(3, [[10, 5, 20, 5, 20, 25]])])
+    write_image(tmp_path / "imgs/a.png", 30, 30)  # the JSON says 40x50
+    sample = read_coco(json_path, tmp_path)[0]
+    with pytest.raises(
+        AnnotationError, match="imgs/a.png: image is 30x30 but the mask of person '3'"
+    ):
+        _ = sample.image
