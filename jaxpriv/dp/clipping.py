@@ -25,7 +25,8 @@ import optax
 
 PyTree = Any
 Batch = dict[str, jnp.ndarray]
-# (params, batch) -> (per-example losses [B], gradient of their sum) for the given view.
+# (params, batch, public) -> per-example losses [B] on the full view, or on the public view
+# (sensitive pixels removed) when public is True.
 LossFn = Callable[[PyTree, Batch, bool], jnp.ndarray]
 
 

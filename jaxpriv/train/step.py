@@ -24,9 +24,11 @@ class TrainState(NamedTuple):
 def make_loss_fn(model: nn.Module, pixels: str) -> clipping.LossFn:
     """Per-example cross-entropy on the full view, or on the public view (sensitive pixels dropped).
 
-    An optional ``absent`` pixel mask in the batch marks content that is not
-    there at all (used to build the neighbouring dataset whose sensitive content
-    is removed); it is dropped from both views.
+    The (public) sensitivity mask goes to the model in both views: mask-aware
+    models keep their public stream independent of sensitive content. An optional
+    ``absent`` pixel mask in the batch marks content that is not there at all (it
+    builds the neighbouring dataset whose sensitive content is removed); it is
+    dropped from both views.
     """
 
     def loss_fn(params, batch, public):
