@@ -2,8 +2,9 @@
 
 jaxpriv train --config configs/anonymized_maskdp.py --config.data.name=OUT/tfds/anonymized_images/anonymized/1.0.0
 
-The pixels that anonymization replaced (mask-out, inpainting) are public; every pixel still
-derived from the real image is protected. Labels and the region masks are public.
+Only pixels whose content depends on no real pixel (mask-out) are public; every pixel still
+derived from the real image (blurred, pixelated, inpainted) is protected. Labels and the region
+masks are public and not protected.
 """
 
 from jaxpriv.config import default_config

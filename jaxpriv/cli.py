@@ -131,7 +131,7 @@ def format_table(results: list[dict]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        eps = "∞" if math.isinf(r["epsilon"]) else f"{r['epsilon']:.2f}"
+        eps = "∞" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
         lines.append(
             f"| {r['mode']} | {eps} | {r['delta']:g} | {r['noise_multiplier']:.3f} | "
             f"{r['step']} | {r['test_accuracy']:.3f} | {r['wall_time']:.0f} |"
@@ -316,7 +316,7 @@ def main(argv=None):
     args, overrides = parser.parse_known_args(argv)
     try:
         args.run(args, overrides)
-    except (ValueError, OSError, FloatingPointError) as error:
+    except (ValueError, OSError, FloatingPointError, RuntimeError) as error:
         print(f"jaxpriv {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -22,7 +22,7 @@ def default_config() -> ml_collections.ConfigDict:
     """The embedded default: a video ViT on the synthetic action clips."""
     c = ml_collections.ConfigDict()
     c.name = "default"  # name of the run (metrics, demo table)
-    c.seed = 0  # model init and noise seed; sampling uses seed + 1
+    c.seed = 0  # model initialisation seed (public)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"  # "synthetic" (generated here) or a prepared TFDS dataset folder
@@ -74,8 +74,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.dp.epsilon = 4.0  # target ε: σ is calibrated to it unless noise_multiplier > 0
     c.dp.delta = 1e-5
     c.dp.noise_multiplier = 0.0  # σ; > 0 fixes σ and training stops when ε reaches dp.epsilon
+    # Seed of the DP noise and of the batch sampling. It must stay secret: anyone who knows it
+    # can replay the noise. -1 (default) draws a fresh one from the OS for every run; set it
+    # only to reproduce a run exactly.
+    c.dp.secret_seed = -1
     c.dp.accountant = "pld"  # "pld" | "rdp"
-    c.dp.sampling = "poisson"  # "poisson" | "shuffle" (fixed-size batches; RDP + replace_one)
+    c.dp.sampling = "poisson"  # "poisson"; "shuffle" (per-epoch shuffled batches): non-private only
     c.dp.neighboring = "add_remove"  # "add_remove" | "replace_one" (sensitivity 2C)
     return c
 
@@ -110,7 +114,7 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
     current = _child(node, leaf, key)
     try:
         node[leaf] = _parse(text, current)
-    except (TypeError, ValueError, SyntaxError) as error:
+    except (TypeError, ValueError, SyntaxError, KeyError) as error:
         raise ValueError(
             f"config key {key!r} holds a {type(current).__name__}; cannot set it to {text!r}"
         ) from error

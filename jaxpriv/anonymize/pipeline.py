@@ -136,6 +136,13 @@ def resize_square(array: np.ndarray, size: int, interpolation: int) -> np.ndarra
     return resized[top : top + size, left : left + size]
 
 
+def resize_public(public: np.ndarray, size: int) -> np.ndarray:
+    """The public mask at record size: a resized pixel is public only if every source pixel that
+    it mixes (area averaging or interpolation, as for the image) is public."""
+    mixed = resize_square(public.astype(np.float32), size, cv2.INTER_AREA)
+    return mixed > 1.0 - 1e-4
+
+
 def write_image_atomically(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial{path.suffix}")
@@ -182,14 +189,13 @@ def process_sample(sample: readers.Sample, options: Options, detector, out_dir: 
     region = find_region(sample, image, options, detector)
     anonymized, public = anonymize_image(image, region, options, key_seed(options.seed, sample.key))
     write_image_atomically(drop_in_path(out_dir, sample), anonymized)
-    nearest = cv2.INTER_NEAREST
     return {
         "key": sample.key,
         "image": resize_square(anonymized, options.size, cv2.INTER_AREA),
-        "sensitive": resize_square(
-            sensitivity_mask(public, options.sensitivity).astype(np.uint8), options.size, nearest
-        ),
-        "region": resize_square(region.astype(np.uint8), options.size, nearest),
+        "sensitive": sensitivity_mask(
+            resize_public(public, options.size), options.sensitivity
+        ).astype(np.uint8),
+        "region": resize_square(region.astype(np.uint8), options.size, cv2.INTER_NEAREST),
         "label": label_of(sample.key),
         "path": str(sample.path),
         "split": split_of(sample.key, options.test_fraction),

@@ -229,15 +229,13 @@ def mask_out(
 ) -> torch.Tensor:
     """Fills the region with a constant colour ``value`` or with uniform uint8 noise.
 
-    ``fill="noise"`` draws from ``generator`` (on the images' device); ``None`` uses a fresh
-    generator seeded with 0, so the default output is reproducible.
+    ``fill="noise"`` draws from ``generator`` (on the images' device); ``None`` uses torch's
+    default generator, so ``torch.manual_seed`` (the pipeline seeds it per file) decides it.
     """
     if fill == "constant":
         colour = torch.as_tensor(value, dtype=torch.uint8, device=images.device)
         content = colour.expand(images.shape)
     elif fill == "noise":
-        if generator is None:
-            generator = torch.Generator(images.device).manual_seed(0)
         content = torch.randint(
             0, 256, images.shape, generator=generator, dtype=torch.uint8, device=images.device
         )

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import os
+import secrets
 import time
 
 import jax
@@ -34,9 +35,10 @@ class Plan:
     microbatch_size: int
     noise_multiplier: float  # σ; 0 for non-private training
 
-    def epsilon(self, steps: int, dp: ml_collections.ConfigDict) -> float:
+    def epsilon(self, steps: int, dp: ml_collections.ConfigDict) -> float | None:
+        """ε spent after ``steps`` steps; None for non-private training (ε = ∞)."""
         if self.noise_multiplier == 0:
-            return math.inf
+            return None
         return accounting.epsilon(
             noise_multiplier=self.noise_multiplier,
             sampling_rate=self.sampling_rate,
@@ -64,6 +66,13 @@ def plan_run(config: ml_collections.ConfigDict, dataset_size: int) -> Plan:
         raise ValueError(
             f"train.batch_size must be in [1, {dataset_size}] (the dataset size), "
             f"got {train.batch_size}"
+        )
+    if dp.mode != "none" and dp.sampling == "shuffle":
+        raise ValueError(
+            "dp.sampling='shuffle' trains on disjoint batches of one shuffle per epoch, which the "
+            "sampling-without-replacement accounting (an independent batch every step) does not "
+            "cover; use dp.sampling='poisson' for DP training ('jaxpriv account --sampling "
+            "shuffle' still accounts such schedules)"
         )
     q = train.batch_size / dataset_size
     steps = max(1, math.ceil(train.epochs * dataset_size / train.batch_size))
@@ -150,8 +159,9 @@ def build_step(
     num_classes: int,
     example: np.ndarray,
     pixels: str,
+    noise_seed: int = 0,
 ):
-    """(model, initial TrainState, jitted train step) for ``config`` and ``plan``."""
+    """(model, initial TrainState, jitted train step); ``noise_seed`` must be secret in real runs."""
     dp = config.dp
     model = build_model(config.model.name, num_classes, **config.model.kwargs)
     params = model.init(jax.random.key(config.seed), example)
@@ -160,7 +170,7 @@ def build_step(
             clip_norm=dp.clip_norm,
             noise_multiplier=plan.noise_multiplier,
             expected_batch_size=plan.batch_size,
-            seed=config.seed,
+            seed=noise_seed,
         ),
         make_optimizer(config.train, plan.steps),
     )
@@ -194,8 +204,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     dp = config.dp
     pixels = schema.pixel_feature(train_source[0])
 
+    secret = dp.secret_seed if dp.secret_seed >= 0 else secrets.randbits(31)
     model, state, train_step = build_step(
-        config, plan, num_classes, train_source[0][pixels][None], pixels
+        config, plan, num_classes, train_source[0][pixels][None], pixels, noise_seed=secret
     )
     eval_step = make_eval_step(model, pixels)
     sampler_args = (
@@ -205,7 +216,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     )
     batches = pipeline.train_batches(
         train_source,
-        seed=config.seed + 1,
+        seed=secret + 1,
         num_steps=plan.steps,
         sampler=dp.sampling,
         **sampler_args,
@@ -244,6 +255,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
             bar.set_postfix(
                 loss=f"{loss:.3f}",
                 acc=f"{record['test_accuracy']:.3f}",
-                eps=f"{record['epsilon']:.2f}",
+                eps="∞" if record["epsilon"] is None else f"{record['epsilon']:.2f}",
             )
     return record
