@@ -191,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampling",
         choices=list(accounting.SAMPLINGS),
         default="poisson",
-        help="poisson (default) or shuffle: fixed-size batches, accounted as "
-        "sampling without replacement (RDP, replace_one)",
+        help="poisson (default) or shuffle: a fixed-size batch drawn without replacement, "
+        "independently at every step (RDP, replace_one); per-epoch shuffling is not covered",
     )
     account.add_argument("--dataset-size", type=int, help="N; needed for --sampling shuffle")
     account.add_argument(

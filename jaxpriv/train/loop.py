@@ -71,8 +71,7 @@ def plan_run(config: ml_collections.ConfigDict, dataset_size: int) -> Plan:
         raise ValueError(
             "dp.sampling='shuffle' trains on disjoint batches of one shuffle per epoch, which the "
             "sampling-without-replacement accounting (an independent batch every step) does not "
-            "cover; use dp.sampling='poisson' for DP training ('jaxpriv account --sampling "
-            "shuffle' still accounts such schedules)"
+            "cover; use dp.sampling='poisson' for DP training"
         )
     q = train.batch_size / dataset_size
     steps = max(1, math.ceil(train.epochs * dataset_size / train.batch_size))
