@@ -127,3 +127,14 @@ def test_config_files_load(tmp_path):
         config = config_lib.load_config(f"configs/{name}.py", ["--config.dp.epsilon=2"])
         config_lib.check_known_keys(config)
         assert config.dp.mode == mode and config.dp.epsilon == 2.0
+
+
+def test_dp_training_refuses_per_epoch_shuffling(tmp_path):
+    """Disjoint per-epoch batches are not what the without-replacement accounting covers."""
+    config = tiny_config(tmp_path, "dpsgd")
+    config.dp.sampling = "shuffle"
+    with pytest.raises(ValueError, match="use dp.sampling='poisson' for DP training"):
+        loop.plan_run(config, 64)
+    config.dp.mode = "none"
+    assert loop.plan_run(config, 64).capacity == 16  # fine without DP
+
