@@ -137,4 +137,3 @@ def test_dp_training_refuses_per_epoch_shuffling(tmp_path):
         loop.plan_run(config, 64)
     config.dp.mode = "none"
     assert loop.plan_run(config, 64).capacity == 16  # fine without DP
-
