@@ -36,6 +36,7 @@ import torch
 import tqdm
 
 from jaxpriv.anonymize import detect, histogram, readers, regions, traditional
+from jaxpriv.anonymize.tfds_writer import write_tfds
 
 SENSITIVITY_POLICIES = ("real", "none", "all")
 HISTOGRAM_MODES = ("none", "equalize", "match")
@@ -314,8 +315,6 @@ def run(
 
 
 def _finish(out_dir: Path, options: Options, num_shards: int) -> dict:
-    from jaxpriv.anonymize.tfds_writer import write_tfds
-
     skipped, counts = [], {"train": 0, "test": 0}
     labels, videos = set(), {}
     for index in range(num_shards):

@@ -130,8 +130,8 @@ def train_batches(
       sampler: "poisson" (each example independently with probability
         `sampling_rate`, padded to `capacity`, which defaults to
         `sampling.physical_batch_size`) or "shuffle" (fixed `batch_size` from a
-        per-epoch permutation; for non-private training and for accounting by
-        sampling without replacement).
+        per-epoch permutation; non-private training only: disjoint per-epoch
+        batches are not the schedule any DP accountant here covers).
       read_options: Grain threads and prefetch depth, counted in batches.
 
     Raises:
