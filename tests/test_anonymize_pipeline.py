@@ -223,21 +223,118 @@ def test_video_folder_faces_from_the_detector(tmp_path):
     from skimage import data
 
     face = np.ascontiguousarray(data.astronaut()[0:256, 100:356])  # the astronaut's face
-    write_video(tmp_path / "in" / "talk" / "clip.mp4", [face] * 3)
-    samples = list(readers.read_video(tmp_path / "in" / "talk" / "clip.mp4", tmp_path / "in"))
-    options = pipeline.Options(region="face", method="maskout", size=32, test_fraction=0.0)
-    summary = pipeline.run(samples, tmp_path / "out", options, workers=1, progress=False)
-    assert summary["records"] == {"train": 3, "test": 0}
-    copies = list(readers.read_video(tmp_path / "out" / "images" / "talk" / "clip.mp4"))
-    assert len(copies) == 3 and copies[0].image.shape == face.shape  # the same video, re-encoded
+    write_video(tmp_path / "in" / "talk" / "clip.mp4", [face] * 7)
+    videos = readers.read_videos(tmp_path / "in")
+    options = pipeline.Options(
+        region="face", method="maskout", size=32, test_fraction=0.0, clip_frames=3
+    )
+    summary = pipeline.run(videos, tmp_path / "out", options, workers=1, progress=False)
+    assert summary["records"] == {"train": 1, "test": 0}  # frames 0, 2, 4; 6 alone is too short
+    copies = list(readers.decode_video(tmp_path / "out" / "images" / "talk" / "clip.mp4"))
+    assert len(copies) == 7 and copies[0].shape == face.shape  # the same video, re-encoded
     source = data_pipeline.load_source(summary["dataset"], "train")
-    for i in range(3):
-        record = source[i]
-        assert record["label"] == 0 and record["region"].sum() > 20  # the face was found
-        assert np.all(record["sensitive"][record["region"] == 0] == 1)
+    record = source[0]
+    assert record["video"].shape == (3, 32, 32, 3) and record["label"] == 0
+    assert all(frame.sum() > 20 for frame in record["region"])  # the face was found in each
+    assert np.all(record["sensitive"][record["region"] == 0] == 1)
     region = np.zeros(face.shape[:2], bool)
     region[80:160, 90:160] = True  # inside the face: masked out (uniform), unlike the original
-    assert copies[0].image[region].std() < 10 < face[region].std()
+    assert copies[0][region].std() < 10 < face[region].std()
+
+
+def test_a_face_the_detector_misses_for_a_frame_is_still_covered(tmp_path, monkeypatch):
+    from jaxpriv.anonymize import detect
+
+    def flaky(image):  # finds the square in every frame but frame 2 (a bright pixel marks it)
+        if image[0, 0, 0] > 128:
+            return []
+        return [detect.Detection((20.0, 20.0, 40.0, 40.0), 1.0)]
+
+    monkeypatch.setitem(detect.DETECTORS, "flaky_for_test", lambda: flaky)
+    frames = np.full((5, 64, 64, 3), 60, np.uint8)
+    frames[:, 20:40, 20:40] = 200
+    frames[2, 0:2, 0:2] = 255
+    write_video(tmp_path / "in" / "walk" / "clip.mp4", list(frames))
+    options = pipeline.Options(
+        method="maskout",
+        detector="flaky_for_test",
+        size=64,
+        test_fraction=0.0,
+        clip_frames=5,
+        frame_stride=1,
+        max_gap=1,
+    )
+    videos = readers.read_videos(tmp_path / "in")
+    summary = pipeline.run(videos, tmp_path / "out", options, workers=1, progress=False)
+    record = data_pipeline.load_source(summary["dataset"], "train")[0]
+    assert [int(r[30, 30]) for r in record["region"]] == [1, 1, 1, 1, 1]
+    copies = list(readers.decode_video(tmp_path / "out" / "images" / "walk" / "clip.mp4"))
+    assert copies[2][25:35, 25:35].max() < 40  # masked out although not detected in frame 2
+
+
+def test_synthetic_clips_become_a_video_dataset_that_trains(tmp_path, capsys):
+    from jaxpriv import cli
+
+    out = tmp_path / "synthetic-body-maskout"
+    code = cli.main(
+        [
+            "anonymize",
+            "--format",
+            "synthetic",
+            "--num-clips",
+            "24",
+            "--region",
+            "body",
+            "--method",
+            "maskout",
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--no-progress",
+        ]
+    )
+    assert code in (0, None)
+    printed = capsys.readouterr().out
+    assert "anonymized 24 of 24 inputs" in printed
+    dataset = printed.split("TFDS dataset: ")[1].split()[0]
+    source = data_pipeline.load_source(dataset, "train")
+    record = source[0]
+    assert record["video"].shape == (4, 32, 32, 3)
+    figure = record["region"].astype(bool)
+    assert figure.any() and np.array_equal(record["sensitive"], (~figure).astype(np.uint8))
+    assert np.all(record["video"][figure] == 0)  # mask-out: no figure pixel survives
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            "configs/video_maskdp.py",
+            "--workdir",
+            str(tmp_path / "run"),
+            "--no-progress",
+            f"--config.data.name={dataset}",
+            "--config.train.epochs=1",
+            "--config.train.batch_size=8",
+            "--config.train.microbatch_size=8",
+            "--config.dp.delta=1e-2",
+            "--config.model.kwargs.width=8",
+            "--config.model.kwargs.depth=1",
+            "--config.model.kwargs.mlp_dim=8",
+            "--config.model.kwargs.heads=2",
+        ]
+    )
+    assert code in (0, None)
+    assert (
+        json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["mode"]
+        == "maskdp"
+    )
+
+
+def test_body_region_without_annotations_is_refused(tmp_path):
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8, 3), np.uint8))
+    options = pipeline.Options(region="body")
+    with pytest.raises(ValueError, match="--region body needs person annotations"):
+        pipeline.run(readers.read_folder(tmp_path), tmp_path / "out", options, progress=False)
 
 
 @pytest.mark.parametrize(

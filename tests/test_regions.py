@@ -6,7 +6,7 @@ import pytest
 
 from jaxpriv.anonymize.readers import Person
 from jaxpriv.anonymize.regions import body_mask, box_mask, face_box, face_mask, region_mask
-from jaxpriv.anonymize.tracking import box_iou, track
+from jaxpriv.anonymize.tracking import box_iou, fill_gaps, track
 
 SHAPE = (60, 80)
 
@@ -135,3 +135,15 @@ def test_ids_are_never_reused_and_tracking_is_deterministic():
     assert [[p.track_id for p in ps] for ps in again] == [[p.track_id for p in ps] for ps in frames]
     with pytest.raises(ValueError, match="iou_threshold"):
         track(frames, iou_threshold=0.0)
+
+
+def test_short_gaps_of_a_track_keep_its_id_and_get_interpolated_boxes():
+    frames = [[moving_box(0, 0)], [], [], [moving_box(6, 0)], [], [], [], [moving_box(14, 0)]]
+    track(frames, max_gap=2)
+    assert [p.track_id for persons in frames for p in persons] == [0, 0, 1]  # gap 3 > 2: new id
+    fill_gaps(frames, max_gap=2)
+    assert [len(persons) for persons in frames] == [1, 1, 1, 1, 0, 0, 0, 1]
+    assert frames[1][0].box == (2.0, 0.0, 22.0, 40.0) and frames[2][0].box[0] == 4.0
+    assert {p.track_id for persons in frames[:4] for p in persons} == {0}
+    with pytest.raises(ValueError, match="max_gap"):
+        fill_gaps(frames, max_gap=-1)

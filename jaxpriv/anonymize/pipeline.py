@@ -1,16 +1,23 @@
 """Anonymization runs: samples → regions → method → drop-in copy and TFDS dataset.
 
-A run over ``samples`` writes into ``out_dir``:
+A run over images (`readers.Sample`) or videos (`readers.Video`) writes into ``out_dir``:
 
 * ``images/<key>``: the drop-in copy — the same relative paths and file names as the input,
-  with anonymized pixels, so any detector trains on it unchanged;
-* ``.shards/shard-NNNNN.npz``: per-shard records (pixels resized to ``size×size``, label, the
-  ``sensitive`` mask and the anonymized-region mask), each written to a temporary name and
-  renamed when complete. A rerun skips finished shards (resume after an interrupt) and refuses
-  an ``out_dir`` started with other options;
+  with anonymized pixels (videos re-encoded as MPEG-4 at the source frame rate), so any
+  detector trains on it unchanged; each file is written under a temporary name and renamed;
+* ``.shards/shard-NNNNN.npz``: per-shard records, written to a temporary name and renamed when
+  complete. A rerun skips finished shards (resume after an interrupt) and refuses an
+  ``out_dir`` started with other options. An image gives one record (``image`` resized to
+  ``size×size``, label, the ``sensitive`` mask and the anonymized-``region`` mask); a video
+  gives one ``video`` record per clip of ``clip_frames`` frames taken every ``frame_stride``
+  frames (non-overlapping clips; a video shorter than one clip is skipped with a reason);
 * ``tfds/``: the TFDS dataset (ArrayRecord) built from the shards once all are done. TFDS writes
   into an ``incomplete.*`` folder and renames it, so an unfinished dataset is never listed;
-* ``summary.json``: counts, and the files skipped with ``on_error="skip"`` and why.
+* ``summary.json``: counts, and the inputs skipped with ``on_error="skip"`` and why.
+
+Videos without annotations get their faces from the detector, tracked across frames
+(`tracking.track`); a face missed for up to ``max_gap`` frames between two detections is
+covered by its interpolated box (`tracking.fill_gaps`). Annotated persons keep one track id.
 
 Sensitivity policy (per pixel of each record): ``real`` — every pixel still derived from the
 real image is sensitive; only pixels whose content depends on no real pixel (``maskout``,
@@ -35,8 +42,9 @@ import numpy as np
 import torch
 import tqdm
 
-from jaxpriv.anonymize import detect, histogram, readers, regions, traditional
+from jaxpriv.anonymize import detect, histogram, readers, regions, tracking, traditional
 from jaxpriv.anonymize.tfds_writer import write_tfds
+from jaxpriv.data import schema
 
 SENSITIVITY_POLICIES = ("real", "none", "all")
 HISTOGRAM_MODES = ("none", "equalize", "match")
@@ -54,6 +62,9 @@ class Options:
     histogram: str = "none"  # "none" | "equalize" | "match" (fit new content to its surroundings)
     sensitivity: str = "real"  # see the module docstring
     size: int = 64  # TFDS records are resized (shorter side) and centre-cropped to size×size
+    clip_frames: int = 8  # videos: frames per record
+    frame_stride: int = 2  # videos: take every n-th frame
+    max_gap: int = 2  # videos: cover a tracked face missed for up to this many frames
     test_fraction: float = 0.1  # share of keys (by hash) in the test split
     seed: int = 0
 
@@ -66,6 +77,9 @@ class Options:
         ]:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
+        for name in ("size", "clip_frames", "frame_stride"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 def key_seed(seed: int, key: str) -> int:
@@ -84,10 +98,10 @@ def split_of(key: str, test_fraction: float) -> str:
 
 
 def find_region(
-    sample: readers.Sample, image: np.ndarray, options: Options, detector
+    persons: list[readers.Person], image: np.ndarray, options: Options, detector
 ) -> np.ndarray:
     """Bool HxW mask of what to anonymize: annotations, or the face detector for faces."""
-    annotated = [p for p in sample.persons if p.keypoints is not None or options.region == "body"]
+    annotated = [p for p in persons if p.keypoints is not None or options.region == "body"]
     if options.region == "face" and not annotated:
         return detect.detections_to_mask(detector(image), image.shape[:2])
     extra = {"dilate": options.dilate, "expand_box": options.expand_box}
@@ -152,55 +166,114 @@ def write_image_atomically(path: Path, image: np.ndarray) -> None:
     os.replace(temporary, path)
 
 
-def drop_in_path(out_dir: Path, sample: readers.Sample) -> Path:
-    """Images keep their relative path; video frames wait in ``.frames/`` to be re-encoded."""
-    if sample.frame_index is None:
-        return out_dir / "images" / sample.key
-    video, frame = sample.key.split("#")
-    return out_dir / ".frames" / video / f"{frame}.png"
+class VideoWriter:
+    """Encodes frames into ``path`` (MPEG-4 Part 2 at ``rate``) under a temporary name; the file
+    appears at ``path`` only when the context exits without an error."""
+
+    def __init__(self, path: Path, rate):
+        self.path, self.rate = path, rate
+        self.temporary = path.with_name(f".{path.name}.partial{path.suffix}")
+        self.container = self.stream = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.container = av.open(str(self.temporary), "w")
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.stream is None:
+            self.stream = self.container.add_stream("mpeg4", rate=self.rate)
+            self.stream.height, self.stream.width = frame.shape[:2]
+            self.stream.pix_fmt, self.stream.options = "yuv420p", {"qscale": "2"}
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+
+    def __exit__(self, error_type, error, traceback):
+        if error_type is None and self.stream is not None:
+            self.container.mux(self.stream.encode())
+        self.container.close()
+        if error_type is None:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)
 
 
-def encode_videos(out_dir: Path, sources: dict[str, str]) -> None:
-    """Re-encodes the anonymized frames of each video into ``images/<relpath>`` (MPEG-4 Part 2,
-    the source's frame rate), written under a temporary name and renamed when complete."""
-    for relpath, source in sorted(sources.items()):
-        target = out_dir / "images" / relpath
-        if target.exists():
-            continue
-        frames = sorted((out_dir / ".frames" / relpath).glob("*.png"))
-        with av.open(source) as container:
-            rate = container.streams.video[0].average_rate or 25
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.partial{target.suffix}")
-        with av.open(str(temporary), "w") as output:
-            first = readers.load_image(frames[0])
-            stream = output.add_stream("mpeg4", rate=rate)
-            stream.height, stream.width = first.shape[:2]
-            stream.pix_fmt, stream.options = "yuv420p", {"qscale": "2"}
-            for path in frames:
-                frame = av.VideoFrame.from_ndarray(readers.load_image(path), format="rgb24")
-                output.mux(stream.encode(frame))
-            output.mux(stream.encode())
-        os.replace(temporary, target)
-
-
-def process_sample(sample: readers.Sample, options: Options, detector, out_dir: Path) -> dict:
-    """Anonymizes one sample, writes its drop-in file, returns its TFDS record."""
-    image = sample.image
-    region = find_region(sample, image, options, detector)
-    anonymized, public = anonymize_image(image, region, options, key_seed(options.seed, sample.key))
-    write_image_atomically(drop_in_path(out_dir, sample), anonymized)
+def record_masks(region: np.ndarray, public: np.ndarray, options: Options) -> dict:
+    """The record-size ``sensitive`` and ``region`` masks of one anonymized image or frame."""
     return {
-        "key": sample.key,
-        "image": resize_square(anonymized, options.size, cv2.INTER_AREA),
         "sensitive": sensitivity_mask(
             resize_public(public, options.size), options.sensitivity
         ).astype(np.uint8),
         "region": resize_square(region.astype(np.uint8), options.size, cv2.INTER_NEAREST),
+    }
+
+
+def process_sample(sample: readers.Sample, options: Options, detector, out_dir: Path) -> list:
+    """Anonymizes one image, writes its drop-in file, returns its TFDS record (in a list)."""
+    image = sample.image
+    region = find_region(sample.persons, image, options, detector)
+    anonymized, public = anonymize_image(image, region, options, key_seed(options.seed, sample.key))
+    write_image_atomically(out_dir / "images" / sample.key, anonymized)
+    record = {
+        "key": sample.key,
+        schema.IMAGE: resize_square(anonymized, options.size, cv2.INTER_AREA),
+        **record_masks(region, public, options),
         "label": label_of(sample.key),
-        "path": str(sample.path),
         "split": split_of(sample.key, options.test_fraction),
     }
+    return [record]
+
+
+def tracked_faces(video: readers.Video, options: Options, detector) -> list[list[readers.Person]]:
+    """Per frame, the detected faces as persons (box only), tracked and with short gaps filled."""
+    faces = [[readers.Person(d.box) for d in detector(frame)] for frame in video.decode()]
+    tracking.track(faces, max_gap=options.max_gap)
+    tracking.fill_gaps(faces, options.max_gap)
+    return faces
+
+
+def process_video(video: readers.Video, options: Options, detector, out_dir: Path) -> list:
+    """Anonymizes a video frame by frame, writes its drop-in copy, returns its clip records."""
+    faces = None
+    if video.persons is None:  # two passes: detect and track, then anonymize
+        faces = tracked_faces(video, options, detector)
+    else:
+        tracking.track(video.persons)
+    kept = {name: [] for name in (schema.VIDEO, "sensitive", "region")}
+    with VideoWriter(out_dir / "images" / video.key, video.frame_rate) as writer:
+        for index, frame in enumerate(video.decode()):
+            if faces is None:
+                region = find_region(video.persons[index], frame, options, detector)
+            else:
+                boxes = [detect.Detection(face.box, 1.0) for face in faces[index]]
+                region = detect.detections_to_mask(boxes, frame.shape)
+            seed = key_seed(options.seed, f"{video.key}#{index}")
+            anonymized, public = anonymize_image(frame, region, options, seed)
+            writer.write(anonymized)
+            if index % options.frame_stride == 0:
+                kept[schema.VIDEO].append(resize_square(anonymized, options.size, cv2.INTER_AREA))
+                for name, mask in record_masks(region, public, options).items():
+                    kept[name].append(mask)
+    clips = len(kept[schema.VIDEO]) // options.clip_frames
+    if not clips:
+        raise ValueError(
+            f"too short: {len(kept[schema.VIDEO])} frames kept (every {options.frame_stride}), "
+            f"fewer than one clip of {options.clip_frames}; lower --clip-frames or --frame-stride"
+        )
+    split = split_of(video.key, options.test_fraction)  # all clips of a video in one split
+    label = video.label or label_of(video.key)
+    length = options.clip_frames
+    return [
+        {
+            "key": f"{video.key}#{clip:04d}",
+            **{
+                name: np.stack(frames[clip * length : (clip + 1) * length])
+                for name, frames in kept.items()
+            },
+            "label": label,
+            "split": split,
+        }
+        for clip in range(clips)
+    ]
 
 
 # --- Shards: the unit of parallel work, resume and atomic writes -------------------------------
@@ -225,38 +298,29 @@ def shard_path(out_dir: Path, index: int) -> Path:
     return out_dir / ".shards" / f"shard-{index:05d}.npz"
 
 
-def _run_shard(job: tuple[int, list[readers.Sample], str]) -> tuple[int, int, list[dict]]:
+Unit = readers.Sample | readers.Video  # what a shard holds: images, or whole videos
+
+
+def _run_shard(job: tuple[int, list[Unit], str]) -> tuple[int, int, list[dict]]:
     """Processes one shard and writes it atomically; returns (index, records, skipped)."""
-    index, samples, on_error = job
+    index, units, on_error = job
     options, out_dir = _WORKER["options"], _WORKER["out_dir"]
     records, skipped = [], []
-    for sample in samples:
+    for unit in units:
+        process = process_video if isinstance(unit, readers.Video) else process_sample
         try:
-            records.append(process_sample(sample, options, _detect_faces, out_dir))
+            records += process(unit, options, _detect_faces, out_dir)
         except RECORD_ERRORS as error:
             if on_error == "fail":
-                raise type(error)(f"{sample.key}: {error}") from error
-            skipped.append({"key": sample.key, "error": f"{type(error).__name__}: {error}"})
+                raise type(error)(f"{unit.key}: {error}") from error
+            skipped.append({"key": unit.key, "error": f"{type(error).__name__}: {error}"})
     path = shard_path(out_dir, index)
     temporary = path.with_name(f".{path.name}.partial")
+    stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
     with open(temporary, "wb") as f:
-        np.savez(f, skipped=json.dumps(skipped), **_stack(records, options.size))
+        np.savez(f, skipped=json.dumps(skipped), **stacked)
     os.replace(temporary, path)
     return index, len(records), skipped
-
-
-def _stack(records: list[dict], size: int) -> dict[str, np.ndarray]:
-    if not records:
-        return {
-            "key": np.zeros(0, str),
-            "label": np.zeros(0, str),
-            "path": np.zeros(0, str),
-            "split": np.zeros(0, str),
-            "image": np.zeros((0, size, size, 3), np.uint8),
-            "sensitive": np.zeros((0, size, size), np.uint8),
-            "region": np.zeros((0, size, size), np.uint8),
-        }
-    return {name: np.stack([r[name] for r in records]) for name in records[0]}
 
 
 def _claim(out_dir: Path, options: Options, keys: Sequence[str]) -> None:
@@ -278,29 +342,50 @@ def _claim(out_dir: Path, options: Options, keys: Sequence[str]) -> None:
     path.write_text(json.dumps(run, indent=1))
 
 
+def check_region_source(units: Sequence[Unit], options: Options) -> None:
+    """Refuses body anonymization of inputs without person annotations (nothing would be hidden)."""
+    unannotated = [u.key for u in units if isinstance(u, readers.Video) and u.persons is None]
+    unannotated += [u.key for u in units if isinstance(u, readers.Sample) and not u.persons]
+    if options.region == "body" and len(unannotated) == len(units):
+        raise ValueError(
+            "--region body needs person annotations (coco, cityscapes, synthetic), but none of "
+            f"the {len(units)} inputs has any; for plain folders of images or videos use "
+            "--region face (the face detector)"
+        )
+
+
 def run(
-    samples: Sequence[readers.Sample],
+    units: Sequence[Unit],
     out_dir: str | os.PathLike,
     options: Options = Options(),
     *,
     workers: int = 2,
-    shard_size: int = 64,
+    shard_size: int | None = None,
     on_error: str = "skip",
     progress: bool = True,
 ) -> dict:
-    """Anonymizes ``samples`` into ``out_dir`` (see the module docstring); returns the summary."""
+    """Anonymizes images or videos into ``out_dir`` (see the module docstring); returns the
+    summary. ``shard_size``: inputs per shard (default 64 images or 1 video)."""
     options.check()
+    if options.detector == "auto":  # record the backend, so a resume cannot switch it
+        options = dataclasses.replace(options, detector=detect.auto_backend())
     if on_error not in ("skip", "fail"):
         raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    if not units:
+        raise ValueError("nothing to anonymize: no input images or videos")
+    check_region_source(units, options)
     out_dir = Path(out_dir)
-    samples = sorted(samples, key=lambda s: s.key)
-    _claim(out_dir, options, [s.key for s in samples])
-    shards = [samples[i : i + shard_size] for i in range(0, len(samples), shard_size)]
+    units = sorted(units, key=lambda unit: unit.key)
+    if shard_size is None:
+        shard_size = 1 if isinstance(units[0], readers.Video) else 64
+    _claim(out_dir, options, [unit.key for unit in units])
+    shards = [units[i : i + shard_size] for i in range(0, len(units), shard_size)]
     todo = [i for i in range(len(shards)) if not shard_path(out_dir, i).exists()]
     jobs = [(i, shards[i], on_error) for i in todo]
-    done = len(samples) - sum(len(shards[i]) for i in todo)
+    done = len(units) - sum(len(shards[i]) for i in todo)
+    unit_name = "video" if isinstance(units[0], readers.Video) else "img"
     with tqdm.tqdm(
-        total=len(samples), initial=done, unit="img", desc="anonymize", disable=not progress
+        total=len(units), initial=done, unit=unit_name, desc="anonymize", disable=not progress
     ) as bar:
         if workers > 1 and len(jobs) > 1:
             context = multiprocessing.get_context("spawn")
@@ -315,25 +400,24 @@ def run(
 
 
 def _finish(out_dir: Path, options: Options, num_shards: int) -> dict:
-    skipped, counts = [], {"train": 0, "test": 0}
-    labels, videos = set(), {}
+    skipped, counts, labels, pixels = [], {"train": 0, "test": 0}, set(), None
     for index in range(num_shards):
         with np.load(shard_path(out_dir, index)) as shard:
             skipped += json.loads(str(shard["skipped"]))
+            if "key" not in shard.files:  # every input of the shard was skipped
+                continue
+            pixels = schema.VIDEO if schema.VIDEO in shard.files else schema.IMAGE
+            shape = shard[pixels].shape[1:]
             labels.update(shard["label"].tolist())
-            for key, path in zip(shard["key"].tolist(), shard["path"].tolist()):
-                if "#" in key:
-                    videos[key.split("#")[0]] = path
             for split in counts:
                 counts[split] += int(np.sum(shard["split"] == split))
     if not counts["train"]:
         raise ValueError(
-            f"no image could be anonymized into a train split ({len(skipped)} "
+            f"nothing could be anonymized into a train split ({len(skipped)} inputs "
             f"skipped, see {out_dir / '.shards'}); check the input and --on-error"
         )
     splits = tuple(split for split, count in counts.items() if count)
-    encode_videos(out_dir, videos)
-    dataset_dir = write_tfds(out_dir, options.size, sorted(labels), num_shards, splits)
+    dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), num_shards, splits)
     summary = {
         "records": counts,
         "skipped": skipped,

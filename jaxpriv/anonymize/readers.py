@@ -4,6 +4,7 @@ Every reader returns `Sample`s: one image (or video frame) with the `Person`s an
 Pixel coordinates are continuous: pixel (row r, column c) covers [c, c+1) x [r, r+1), so a box
 (x0, y0, x1, y1) = (0, 0, 2, 1) covers exactly two pixels. Annotation problems are collected and
 raised once as an `AnnotationError` naming the files; unreadable images raise `CorruptImageError`.
+COCO masks stay in their compact JSON form (checked when read) and are decoded on access.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 
+from jaxpriv.data import schema, synthetic
+
 Box = tuple[float, float, float, float]
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png")
+VIDEO_SUFFIXES = (".avi", ".mkv", ".mov", ".mp4", ".webm")
+GENERATED_FRAME_RATE = 8  # frames per second of the drop-in copies of generated clips
 CITYSCAPES_PERSON_CLASSES = (24, 25)  # person, rider
 NUM_KEYPOINTS = 17  # COCO person keypoints
 MAX_PROBLEMS_SHOWN = 10
@@ -43,8 +49,10 @@ class AnnotationError(ValueError):
 class Person:
     """One annotated person (or crowd region) in one image.
 
-    box: (x0, y0, x1, y1) in pixel coordinates. mask: bool HxW or None. keypoints: float [17, 3]
-    (x, y, visibility) in COCO order, or None. track_id: identity across video frames.
+    box: (x0, y0, x1, y1) in pixel coordinates. mask: bool HxW or None; it may be given as a
+    `CocoSegmentation`, which is kept compact and decoded each time `mask` is read.
+    keypoints: float [17, 3] (x, y, visibility) in COCO order, or None. track_id: identity
+    across video frames.
     """
 
     box: Box
@@ -54,30 +62,49 @@ class Person:
     track_id: int | None = None
     source_id: str = ""
 
+    @property
+    def mask_shape(self) -> tuple[int, ...] | None:
+        """The shape of `mask` (None without one), without decoding it."""
+        return None if self._mask is None else self._mask.shape
+
+
+class _DecodedMask:
+    """`Person.mask`: stores an array, None or a `CocoSegmentation` in `_mask`; reads decode."""
+
+    def __get__(self, person: Person | None, owner: type | None = None) -> np.ndarray | None:
+        if person is None:
+            return None  # the class attribute: the dataclass default
+        stored = person._mask
+        return stored.decode() if isinstance(stored, CocoSegmentation) else stored
+
+    def __set__(self, person: Person, value: np.ndarray | CocoSegmentation | None) -> None:
+        person._mask = value
+
+
+Person.mask = _DecodedMask()  # replaces the default that @dataclass left; __init__ sets through it
+
 
 @dataclass
 class Sample:
-    """One image or video frame: `key` is its unique relative name, `path` the absolute file."""
+    """One image: `key` is its unique relative name, `path` the absolute file."""
 
     key: str
     path: Path
     persons: list[Person] = field(default_factory=list)
-    frame_index: int | None = None
-    pixels: np.ndarray | None = field(default=None, repr=False)  # decoded video frame
 
     @property
     def image(self) -> np.ndarray:
-        """The uint8 HxWx3 RGB pixels: the video frame, or the file decoded now (not cached)."""
-        image = self.pixels if self.pixels is not None else load_image(self.path)
+        """The uint8 HxWx3 RGB pixels, decoded now (not cached); mask sizes are checked."""
+        image = load_image(self.path)
         self._check_mask_shapes(image.shape[:2])
         return image
 
     def _check_mask_shapes(self, shape: tuple[int, int]) -> None:
         problems = [
             f"{self.key}: image is {shape[0]}x{shape[1]} but the mask of person "
-            f"{person.source_id!r} is {person.mask.shape[0]}x{person.mask.shape[1]}"
+            f"{person.source_id!r} is {person.mask_shape[0]}x{person.mask_shape[1]}"
             for person in self.persons
-            if person.mask is not None and person.mask.shape != shape
+            if person.mask_shape not in (None, shape)
         ]
         if problems:
             raise AnnotationError(self.path, problems)
@@ -125,28 +152,42 @@ def rle_string_to_counts(encoded: str) -> list[int]:
     return counts
 
 
-def rle_to_mask(counts: list[int], height: int, width: int) -> np.ndarray:
-    """Run lengths (alternating 0s and 1s, column-major, starting with 0s) to a bool HxW mask."""
+def _checked_counts(counts, height: int, width: int) -> np.ndarray:
+    """Run lengths as int64, checked to be non-negative and to cover exactly HxW pixels."""
     counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1:
+        raise ValueError("RLE counts must be a string or a list of integers")
     if (counts < 0).any():
         raise ValueError("RLE has negative run lengths")
     if counts.sum() != height * width:
         raise ValueError(
             f"RLE runs cover {counts.sum()} pixels, expected {height}x{width} = {height * width}"
         )
+    return counts
+
+
+def rle_to_mask(counts: list[int], height: int, width: int) -> np.ndarray:
+    """Run lengths (alternating 0s and 1s, column-major, starting with 0s) to a bool HxW mask."""
+    counts = _checked_counts(counts, height, width)
     flat = np.repeat(np.arange(len(counts)) % 2 == 1, counts)
     return flat.reshape((height, width), order="F")
+
+
+def _polygon_points(polygon) -> np.ndarray:
+    """A COCO polygon [x0, y0, x1, y1, ...] as checked float [N, 2] points."""
+    points = np.asarray(polygon, dtype=np.float64)
+    if points.ndim != 1 or len(points) < 6 or len(points) % 2:
+        raise ValueError(f"polygon with {points.size} coordinates: expected an even number >= 6")
+    if not np.isfinite(points).all():
+        raise ValueError("polygon coordinates must be finite numbers")
+    return points.reshape(-1, 2)
 
 
 def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """Union of COCO polygons [x0, y0, x1, y1, ...]: the pixels whose centre lies inside (even-odd)."""
     mask = np.zeros((height, width), dtype=bool)
     for polygon in polygons:
-        if len(polygon) < 6 or len(polygon) % 2:
-            raise ValueError(
-                f"polygon with {len(polygon)} coordinates: expected an even number >= 6"
-            )
-        mask |= _polygon_mask(np.asarray(polygon, dtype=np.float64).reshape(-1, 2), height, width)
+        mask |= _polygon_mask(_polygon_points(polygon), height, width)
     return mask
 
 
@@ -168,21 +209,54 @@ def _polygon_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.cumsum(edges, axis=1)[:, :width] > 0
 
 
-def _segmentation_mask(segmentation, height: int, width: int) -> np.ndarray:
-    """A COCO segmentation (polygons, uncompressed or compressed RLE) as a bool HxW mask."""
-    if isinstance(segmentation, list):
-        return polygons_to_mask(segmentation, height, width)
-    if not isinstance(segmentation, dict):
-        raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
-    size = [int(v) for v in segmentation["size"]]
+def _rle_counts(rle: dict, height: int, width: int) -> np.ndarray:
+    """The checked run lengths of a COCO RLE dict (uncompressed or compressed counts)."""
+    size = [int(v) for v in rle["size"]]
     if size != [height, width]:
         raise ValueError(
             f"RLE mask size {size} does not match the image size [{height}, {width}] (height, width)"
         )
-    counts = segmentation["counts"]
-    if isinstance(counts, str):
-        counts = rle_string_to_counts(counts)
-    return rle_to_mask(counts, height, width)
+    counts = rle["counts"]
+    return _checked_counts(
+        rle_string_to_counts(counts) if isinstance(counts, str) else counts, height, width
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class CocoSegmentation:
+    """A COCO segmentation as in the JSON (polygons, uncompressed or compressed RLE), decoded to
+    a bool HxW mask only by `decode`. Construction checks it: sizes, types and run lengths."""
+
+    segmentation: list | dict
+    height: int
+    width: int
+    annotation_id: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.segmentation, list):
+            for polygon in self.segmentation:
+                _polygon_points(polygon)
+        elif isinstance(self.segmentation, dict):
+            _rle_counts(self.segmentation, self.height, self.width)
+        else:
+            raise ValueError(f"unsupported segmentation of type {type(self.segmentation).__name__}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def decode(self) -> np.ndarray:
+        """The bool HxW mask; raises ValueError naming the annotation if it cannot be decoded."""
+        try:
+            if isinstance(self.segmentation, list):
+                return polygons_to_mask(self.segmentation, self.height, self.width)
+            counts = _rle_counts(self.segmentation, self.height, self.width)
+            return rle_to_mask(counts, self.height, self.width)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"annotation {self.annotation_id}: cannot decode its segmentation: "
+                f"{_describe(error)}"
+            ) from error
 
 
 def _coco_keypoints(values: list[float]) -> np.ndarray:
@@ -195,12 +269,13 @@ def _coco_person(annotation: dict, height: int, width: int) -> Person:
     x, y, w, h = (float(v) for v in annotation["bbox"])
     segmentation = annotation.get("segmentation")
     keypoints = annotation.get("keypoints")
+    annotation_id = str(annotation["id"])
     return Person(
         box=(x, y, x + w, y + h),
-        mask=_segmentation_mask(segmentation, height, width) if segmentation else None,
+        mask=CocoSegmentation(segmentation, height, width, annotation_id) if segmentation else None,
         keypoints=None if keypoints is None else _coco_keypoints(keypoints),
         crowd=bool(annotation.get("iscrowd", 0)),
-        source_id=str(annotation["id"]),
+        source_id=annotation_id,
     )
 
 
@@ -247,6 +322,7 @@ def read_coco(annotation_json: str | Path, image_root: str | Path) -> list[Sampl
     """Persons of a COCO instances / person-keypoints JSON, one `Sample` per listed image.
 
     Only the category named "person" is read. Images without persons are samples without persons.
+    Masks are `CocoSegmentation`s, decoded each time a `Person.mask` is read.
     Raises `AnnotationError` listing every missing image, unknown image id and malformed annotation.
     """
     annotation_json, image_root = Path(annotation_json), Path(image_root)
@@ -333,7 +409,7 @@ def read_cityscapes(root: str | Path, split: str = "train") -> list[Sample]:
     return samples
 
 
-# --- folders and videos -----------------------------------------------------------------------
+# --- folders, videos and generated clips -----------------------------------------------------------------------
 
 
 def read_folder(root: str | Path) -> list[Sample]:
@@ -348,13 +424,45 @@ def read_folder(root: str | Path) -> list[Sample]:
     return [Sample(key, (root / key).absolute()) for key in keys]
 
 
-def read_video(path: str | Path, root: str | Path | None = None) -> Iterator[Sample]:
-    """The frames of a video (PyAV) as samples keyed `<relpath>#<frame:06d>`, decoded lazily.
+@dataclass
+class Video:
+    """One video: a file decoded frame by frame, or frames held in memory (generated data).
 
-    `relpath` is the path relative to `root`, or the file name when no root is given. A missing
-    file raises here; an undecodable one raises `CorruptImageError` here or on the bad frame.
+    `key` is its unique relative name. `persons`: the annotated persons of each frame, or None
+    (faces then come from a detector). `label`: its class, or None (then its first folder).
     """
-    path = Path(path)
+
+    key: str
+    path: Path | None = None
+    frames: np.ndarray | None = field(default=None, repr=False)  # uint8 [T, H, W, 3]
+    persons: list[list[Person]] | None = field(default=None, repr=False)
+    label: str | None = None
+
+    def decode(self) -> Iterator[np.ndarray]:
+        """The uint8 HxWx3 RGB frames, in order."""
+        return iter(self.frames) if self.frames is not None else decode_video(self.path)
+
+    @property
+    def frame_rate(self) -> Fraction:
+        if self.frames is not None:
+            return Fraction(GENERATED_FRAME_RATE)
+        with _open_video(self.path) as container:
+            return container.streams.video[0].average_rate or Fraction(GENERATED_FRAME_RATE)
+
+
+def read_videos(root: str | Path) -> list[Video]:
+    """Every video file under `root` (recursive, sorted by relative path); decoded later."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder not found: '{root}'")
+    paths = [p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+    if not paths:
+        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under '{root}'")
+    keys = sorted(p.relative_to(root).as_posix() for p in paths)
+    return [Video(key, (root / key).absolute()) for key in keys]
+
+
+def _open_video(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: '{path}'")
     try:
@@ -364,17 +472,40 @@ def read_video(path: str | Path, root: str | Path | None = None) -> Iterator[Sam
     if not container.streams.video:
         container.close()
         raise CorruptImageError(f"cannot decode video '{path}': it has no video stream")
-    relpath = path.name if root is None else path.relative_to(root).as_posix()
-    return _video_frames(container, path, relpath)
+    return container
 
 
-def _video_frames(container, path: Path, relpath: str) -> Iterator[Sample]:
+def decode_video(path: str | Path) -> Iterator[np.ndarray]:
+    """The frames of a video file (PyAV) as uint8 HxWx3 RGB arrays, decoded lazily.
+
+    A missing file raises here; an undecodable one raises `CorruptImageError` here or on the bad
+    frame.
+    """
+    path = Path(path)
+    return _frames(_open_video(path), path)
+
+
+def _frames(container, path: Path) -> Iterator[np.ndarray]:
     with container:
         try:
-            for index, frame in enumerate(container.decode(video=0)):
-                pixels = frame.to_ndarray(format="rgb24")
-                yield Sample(
-                    f"{relpath}#{index:06d}", path.absolute(), frame_index=index, pixels=pixels
-                )
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
         except av.FFmpegError as error:
             raise CorruptImageError(f"cannot decode video '{path}': {error}") from error
+
+
+def read_synthetic(num_clips: int, *, seed: int, frames: int, size: int) -> list[Video]:
+    """The embedded synthetic clips (`jaxpriv.data.synthetic`) with each figure as a person.
+
+    Keys are `<class>/<index>.mp4`; the person of each frame is the figure's mask.
+    """
+    data = synthetic.generate(num_clips, seed=seed, frames=frames, size=size)
+    figures = data[schema.SENSITIVE] == 0  # sensitivity "background": the figure is not sensitive
+    videos = []
+    for index, (clip, label, masks) in enumerate(
+        zip(data[schema.VIDEO], data[schema.LABEL], figures)
+    ):
+        name = synthetic.CLASS_NAMES[label]
+        persons = [[Person(mask_box(mask), mask, track_id=0)] for mask in masks]
+        videos.append(Video(f"{name}/{index:06d}.mp4", None, clip, persons, name))
+    return videos

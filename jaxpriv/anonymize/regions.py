@@ -65,15 +65,15 @@ def body_mask(
     dilate: pixels added around the mask (elliptical kernel). expand_box: when > 0, the mask is
     united with the box enlarged by this fraction of its width and height (0.2: 20% larger).
     """
-    hw = _hw(shape)
-    if person.mask is None:
+    hw, mask = _hw(shape), person.mask  # read once: COCO masks decode on every access
+    if mask is None:
         mask = box_mask(person.box, hw)
-    elif person.mask.shape != hw:
+    elif mask.shape != hw:
         raise ValueError(
-            f"mask of person {person.source_id!r} has shape {person.mask.shape}, image is {hw}"
+            f"mask of person {person.source_id!r} has shape {mask.shape}, image is {hw}"
         )
     else:
-        mask = person.mask.astype(bool)
+        mask = mask.astype(bool)
     if dilate > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate + 1, 2 * dilate + 1))
         mask = cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)

@@ -35,7 +35,7 @@ def _region_scale(masks: torch.Tensor, strength: float, floor: float) -> torch.T
 
     The area counts every masked pixel of the image (all persons together).
     """
-    area = masks.flatten(1).sum(1, dtype=torch.float32)
+    area = masks.flatten(1).count_nonzero(1).float()
     return torch.clamp(strength * area.sqrt(), min=floor)
 
 
@@ -93,14 +93,18 @@ def _per_group(
     keys: torch.Tensor,
     fn: Callable[[torch.Tensor, float], torch.Tensor],
 ) -> torch.Tensor:
-    """Runs ``fn(indices, key) -> uint8 [n, H, W, 3]`` once per distinct ``keys`` value ``[B]``.
+    """Runs ``fn(indices, key) -> uint8 [n, H, W, 3]`` once per distinct ``keys`` value ``[B]``
+    (``indices``: an index tensor, or ``slice(None)`` when every image is in one group).
 
     Only images with a non-empty mask are processed; the others keep their pixels. Returns the
     new content, uint8 ``[B, H, W, 3]``.
     """
-    content = images.clone()
     todo = masks.flatten(1).any(1)
-    for key in keys[todo].unique().tolist():
+    groups = keys[todo].unique().tolist()
+    if len(groups) == 1 and bool(todo.all()):  # one group: no gather and scatter copies
+        return fn(slice(None), groups[0])
+    content = images.clone()
+    for key in groups:
         indices = torch.nonzero(todo & (keys == key))[:, 0]
         content[indices] = fn(indices, key)
     return content

@@ -67,19 +67,27 @@ def generate_split(config: SyntheticActionsConfig, split: str) -> dict[str, np.n
     )
 
 
+def example_features(
+    pixels: str, shape: tuple[int, ...], class_names, masks=(schema.SENSITIVE,)
+) -> dict:
+    """TFDS features of a record: ``pixels`` (``image`` or ``video``) uint8 of ``shape`` (with the
+    channel axis), a ClassLabel and one uint8 mask per name in ``masks`` (``shape`` without it)."""
+
+    def tensor(tensor_shape):
+        return tfds.features.Tensor(shape=tensor_shape, dtype=np.uint8, encoding="bytes")
+
+    return {
+        pixels: tensor(shape),
+        schema.LABEL: tfds.features.ClassLabel(names=list(class_names)),
+        **{name: tensor(shape[:-1]) for name in masks},
+    }
+
+
 def _features(kind: str, frames: int) -> tfds.features.FeaturesDict:
     size = synthetic.DEFAULT_SIZE
-    mask_shape = (size, size) if kind == "image" else (frames, size, size)
+    shape = (size, size, 3) if kind == "image" else (frames, size, size, 3)
     return tfds.features.FeaturesDict(
-        {
-            synthetic.KINDS[kind]: tfds.features.Tensor(
-                shape=(*mask_shape, 3), dtype=np.uint8, encoding="bytes"
-            ),
-            schema.LABEL: tfds.features.ClassLabel(names=synthetic.CLASS_NAMES),
-            schema.SENSITIVE: tfds.features.Tensor(
-                shape=mask_shape, dtype=np.uint8, encoding="bytes"
-            ),
-        }
+        example_features(synthetic.KINDS[kind], shape, synthetic.CLASS_NAMES)
     )
 
 
