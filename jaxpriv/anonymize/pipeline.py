@@ -28,12 +28,13 @@ anonymized data is treated as public); ``all`` — everything is sensitive.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import av
@@ -121,9 +122,10 @@ def is_public_content(options: Options) -> bool:
 
 def anonymize_image(image: np.ndarray, region: np.ndarray, options: Options, seed: int):
     """(anonymized uint8 HxWx3, public bool HxW): the method, then the histogram fit."""
-    torch.manual_seed(seed)
     images, masks = torch.from_numpy(image)[None], torch.from_numpy(region)[None]
-    out = traditional.anonymize(images, masks, options.method)
+    random = traditional.METHODS[options.method].random
+    extra = {"generator": torch.Generator().manual_seed(seed)} if random else {}
+    out = traditional.anonymize(images, masks, options.method, **extra)
     if options.histogram == "equalize":
         out = histogram.equalize(out, masks)
     elif options.histogram == "match":
@@ -387,16 +389,39 @@ def run(
     with tqdm.tqdm(
         total=len(units), initial=done, unit=unit_name, desc="anonymize", disable=not progress
     ) as bar:
-        if workers > 1 and len(jobs) > 1:
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(workers, _init_worker, (options, out_dir, 1)) as pool:
-                for index, _, _ in pool.imap_unordered(_run_shard, jobs):
-                    bar.update(len(shards[index]))
-        else:
-            _init_worker(options, out_dir, torch.get_num_threads())
-            for job in jobs:
-                bar.update(len(shards[_run_shard(job)[0]]))
+        for index in _run_shards(jobs, workers, options, out_dir):
+            bar.update(len(shards[index]))
     return _finish(out_dir, options, len(shards))
+
+
+def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> Iterator[int]:
+    """Runs the jobs on ``workers`` processes, this one included, yielding finished shards.
+
+    This process works too (it has its imports already, while spawned workers need seconds to
+    import torch) and keeps each of the ``workers - 1`` others fed with up to two jobs.
+    """
+    threads = torch.get_num_threads()
+    _init_worker(options, out_dir, 1 if workers > 1 else threads)
+    pending = collections.deque(jobs)
+    try:
+        if workers == 1 or len(jobs) == 1:
+            while pending:
+                yield _run_shard(pending.popleft())[0]
+            return
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers - 1, _init_worker, (options, out_dir, 1)) as pool:
+            running: collections.deque = collections.deque()
+            while pending or running:
+                while pending and len(running) < 2 * (workers - 1):
+                    running.append(pool.apply_async(_run_shard, (pending.popleft(),)))
+                if pending:
+                    yield _run_shard(pending.popleft())[0]
+                else:
+                    running[0].wait()
+                while running and running[0].ready():
+                    yield running.popleft().get()[0]  # re-raises a worker's error
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _finish(out_dir: Path, options: Options, num_shards: int) -> dict:

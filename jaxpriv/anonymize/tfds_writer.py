@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxpriv.data import schema
-from jaxpriv.data.tfds_builder import example_features
+from jaxpriv.data.tfds_builder import example_features, prepare
 
 SPLITS = ("train", "test")
 MASKS = (schema.SENSITIVE, "region")
@@ -85,10 +85,5 @@ def write_tfds(
         num_shards=num_shards,
         splits=splits,
     )
-    builder = Anonymized(data_dir=str(out_dir / "tfds"), config=config)
-    tfds.disable_progress_bar()
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-    )
+    builder = prepare(Anonymized, out_dir / "tfds", config)
     return Path(builder.data_path)

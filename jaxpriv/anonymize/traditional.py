@@ -233,8 +233,8 @@ def mask_out(
 ) -> torch.Tensor:
     """Fills the region with a constant colour ``value`` or with uniform uint8 noise.
 
-    ``fill="noise"`` draws from ``generator`` (on the images' device); ``None`` uses torch's
-    default generator, so ``torch.manual_seed`` (the pipeline seeds it per file) decides it.
+    ``fill="noise"`` draws from ``generator`` (on the images' device; the pipeline seeds one per
+    file); ``None`` uses torch's default generator.
     """
     if fill == "constant":
         colour = torch.as_tensor(value, dtype=torch.uint8, device=images.device)
@@ -285,12 +285,13 @@ class Method(NamedTuple):
     # True when the region's output depends on no real pixel at all (inside or around it): only
     # then may the pipeline mark it public. Inpainting reads the real surroundings, so it is not.
     data_independent: bool
+    random: bool = False  # takes a ``generator=`` option (torch.Generator)
 
 
 METHODS: dict[str, Method] = {
     "blur": Method(blur, data_independent=False),
     "pixelate": Method(pixelate, data_independent=False),
-    "maskout": Method(mask_out, data_independent=True),
+    "maskout": Method(mask_out, data_independent=True, random=True),
     "inpaint": Method(inpaint, data_independent=False),
     # "realistic" (diffusers) and "avatar" (body model + renderer) come with their modules.
 }

@@ -17,7 +17,9 @@ split is example `i` of `generate_split(config, split)`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import os
 
@@ -146,16 +148,24 @@ def prepare_synthetic(
     )
     # TFDS refuses a new config object named like a registered one.
     config = SyntheticActions.get_builder_config(config.name) or config
+    return prepare(SyntheticActions, data_dir, config)
+
+
+def prepare(builder_class, data_dir, config: tfds.core.BuilderConfig) -> tfds.core.DatasetBuilder:
+    """Builds the dataset of ``builder_class`` with ``config`` in ``data_dir`` as ArrayRecord
+    files (a no-op when it is complete), without TFDS' notes on custom configs and downloads
+    (nothing is downloaded)."""
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # TFDS warns that a non-registered config is "custom"
     try:
-        builder = SyntheticActions(data_dir=os.fspath(data_dir), config=config)
+        builder = builder_class(data_dir=os.fspath(data_dir), config=config)
+        tfds.disable_progress_bar()
+        with contextlib.redirect_stdout(io.StringIO()):  # "Downloading and preparing..."
+            builder.download_and_prepare(
+                file_format="array_record",
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+            )
     finally:
         absl_logger.setLevel(level)
-    tfds.disable_progress_bar()  # one line per dataset instead of nested bars
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-    )
     return builder
