@@ -409,19 +409,24 @@ def read_cityscapes(root: str | Path, split: str = "train") -> list[Sample]:
     return samples
 
 
-# --- folders, videos and generated clips -----------------------------------------------------------------------
+# --- folders, videos and generated clips ------------------------------------------------------
+
+
+def _files_under(root: str | Path, suffixes: tuple[str, ...], what: str) -> list[tuple[str, Path]]:
+    """(relative key, absolute path) of every file under `root` with one of `suffixes`, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what} folder not found: '{root}'")
+    paths = [p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
+    if not paths:
+        raise FileNotFoundError(f"no {what}s ({', '.join(suffixes)}) under '{root}'")
+    keys = sorted(p.relative_to(root).as_posix() for p in paths)
+    return [(key, (root / key).absolute()) for key in keys]
 
 
 def read_folder(root: str | Path) -> list[Sample]:
     """Every image under `root` (recursive, sorted by relative path), without persons."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: '{root}'")
-    paths = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under '{root}'")
-    keys = sorted(p.relative_to(root).as_posix() for p in paths)
-    return [Sample(key, (root / key).absolute()) for key in keys]
+    return [Sample(key, path) for key, path in _files_under(root, IMAGE_SUFFIXES, "image")]
 
 
 @dataclass
@@ -452,14 +457,7 @@ class Video:
 
 def read_videos(root: str | Path) -> list[Video]:
     """Every video file under `root` (recursive, sorted by relative path); decoded later."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"video folder not found: '{root}'")
-    paths = [p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
-    if not paths:
-        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under '{root}'")
-    keys = sorted(p.relative_to(root).as_posix() for p in paths)
-    return [Video(key, (root / key).absolute()) for key in keys]
+    return [Video(key, path) for key, path in _files_under(root, VIDEO_SUFFIXES, "video")]
 
 
 def _open_video(path: Path):
