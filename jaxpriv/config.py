@@ -65,6 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 256
     c.train.log_every_steps = 10  # how often losses are checked for NaN and shown
 
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 50  # asynchronous saves to <workdir>/checkpoints; always at the end
+    c.checkpoint.keep = 3  # the last N checkpoints are kept
+
     c.dp = ml_collections.ConfigDict()
     c.dp.mode = "none"  # "none" | "dpsgd" | "maskdp"
     c.dp.clip_norm = 1.0  # C

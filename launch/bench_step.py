@@ -17,6 +17,7 @@ import numpy as np
 from jaxpriv import config as config_lib
 from jaxpriv.data import synthetic
 from jaxpriv.train.loop import Plan, build_step
+from jaxpriv.train.parallel import data_mesh
 
 MODES = ("none", "dpsgd", "maskdp")
 
@@ -45,7 +46,7 @@ def make_step(config, mode: str, batch_size: int, pixels: str, example):
         microbatch_size=min(config.train.microbatch_size, batch_size),
         noise_multiplier=0.0 if mode == "none" else 1.0,
     )
-    _, state, step = build_step(config, plan, synthetic.NUM_CLASSES, example, pixels)
+    _, state, step = build_step(config, plan, synthetic.NUM_CLASSES, example, pixels, data_mesh())
     return state, step
 
 

@@ -7,7 +7,7 @@ import pytest
 from jaxpriv import config as config_lib
 from jaxpriv.data import pipeline
 from jaxpriv.dp import accounting
-from jaxpriv.train import loop
+from jaxpriv.train import loop, parallel
 from jaxpriv.train.metrics import read_jsonl
 
 
@@ -59,8 +59,9 @@ def test_train_step_compiles_once_across_poisson_batch_sizes(tmp_path):
     config = tiny_config(tmp_path, "maskdp")
     train_source, _, num_classes = loop.load_data(config.data)
     plan = loop.plan_run(config, len(train_source))
+    mesh = parallel.data_mesh()
     _, state, step = loop.build_step(
-        config, plan, num_classes, train_source[0]["video"][None], "video"
+        config, plan, num_classes, train_source[0]["video"][None], "video", mesh
     )
     sizes = set()
     batches = pipeline.train_batches(
@@ -68,7 +69,7 @@ def test_train_step_compiles_once_across_poisson_batch_sizes(tmp_path):
     )
     for batch in batches:
         sizes.add(int(batch["weight"].sum()))
-        state, _ = step(state, batch)
+        state, _ = step(state, parallel.to_global(batch, mesh, plan.capacity))
     assert len(sizes) > 1  # the Poisson batch sizes really differed
     assert step._cache_size() == 1
 

@@ -27,6 +27,7 @@ import tensorflow_datasets as tfds
 
 from jaxpriv.data import schema
 from jaxpriv.dp import sampling
+from jaxpriv.train.parallel import spread
 
 WEIGHT = "weight"
 DEFAULT_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
@@ -48,11 +49,6 @@ def load_source(
     if not isinstance(dataset, tfds.core.DatasetBuilder):
         dataset = tfds.builder_from_directory(os.fspath(dataset))
     return dataset.as_data_source(split)
-
-
-def num_examples(source: Sequence[dict]) -> int:
-    """Number of records of a source."""
-    return len(source)
 
 
 def _read_batch(source: Sequence[dict], indices: np.ndarray, weights: np.ndarray) -> Batch:
@@ -118,6 +114,8 @@ def train_batches(
     sampling_rate: float | None = None,
     capacity: int | None = None,
     batch_size: int | None = None,
+    num_shards: int = 1,
+    rows: slice = slice(None),
     read_options: grain.ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> Iterator[Batch]:
     """Training batches of steps `start_step, ..., start_step + num_steps - 1`.
@@ -132,14 +130,21 @@ def train_batches(
         `sampling.physical_batch_size`) or "shuffle" (fixed `batch_size` from a
         per-epoch permutation; non-private training only: disjoint per-epoch
         batches are not the schedule any DP accountant here covers).
+      num_shards: the batch is laid out round-robin over this many equal shards (devices;
+        see `jaxpriv.train.parallel.spread`) so that each gets its share of real examples.
+      rows: the rows of that layout to load (this process's devices); default all.
       read_options: Grain threads and prefetch depth, counted in batches.
 
     Raises:
       RuntimeError (while iterating): a Poisson sample exceeded `capacity`.
     """
-    index_fn = _train_index_fn(
-        num_examples(source), sampler, seed, sampling_rate, capacity, batch_size
+    global_index_fn = _train_index_fn(
+        len(source), sampler, seed, sampling_rate, capacity, batch_size
     )
+
+    def index_fn(step: int) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(spread(a, num_shards)[rows] for a in global_index_fn(step))
+
     return _batches(source, index_fn, range(start_step, start_step + num_steps), read_options)
 
 
@@ -154,9 +159,14 @@ def eval_batches(
     source: Sequence[dict],
     batch_size: int,
     *,
+    rows: slice = slice(None),
     read_options: grain.ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> Iterator[Batch]:
-    """The whole source in order, in batches of `batch_size` (last one padded)."""
-    dataset_size = num_examples(source)
-    index_fn = functools.partial(_eval_indices, dataset_size, batch_size)
+    """The whole source in order, in batches of `batch_size` (last one padded); of each batch
+    only `rows` (this process's share; default all)."""
+    dataset_size = len(source)
+
+    def index_fn(step: int) -> tuple[np.ndarray, np.ndarray]:
+        return tuple(a[rows] for a in _eval_indices(dataset_size, batch_size, step))
+
     return _batches(source, index_fn, range(math.ceil(dataset_size / batch_size)), read_options)

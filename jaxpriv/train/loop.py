@@ -1,6 +1,8 @@
 """The train loop: data → plan (σ, steps) → jitted steps → eval, ε, metrics per epoch."""
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import secrets
@@ -12,13 +14,17 @@ import ml_collections
 import numpy as np
 import optax
 import tqdm
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from jaxpriv import config as config_lib
 from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import accounting, sampling
 from jaxpriv.dp.noise import privatize_sum
 from jaxpriv.models import build_model
-from jaxpriv.train.metrics import JsonlWriter
+from jaxpriv.train import parallel
+from jaxpriv.train.checkpoint import Checkpointer
+from jaxpriv.train.metrics import JsonlWriter, read_jsonl
 from jaxpriv.train.step import MODES, TrainState, make_eval_step, make_loss_fn, make_train_step
 
 
@@ -57,8 +63,12 @@ def _accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dic
     )
 
 
-def plan_run(config: ml_collections.ConfigDict, dataset_size: int) -> Plan:
-    """Sampling rate, σ (calibrated to dp.epsilon, or fixed), steps and batch shapes."""
+def plan_run(config: ml_collections.ConfigDict, dataset_size: int, num_devices: int = 1) -> Plan:
+    """Sampling rate, σ (calibrated to dp.epsilon, or fixed), steps and batch shapes.
+
+    The physical batch splits evenly over ``num_devices``, each device's share into
+    micro-batches of ``train.microbatch_size``.
+    """
     train, dp = config.train, config.dp
     if dp.mode not in MODES:
         raise ValueError(f"unknown dp.mode {dp.mode!r}; choose one of {MODES}")
@@ -96,12 +106,16 @@ def plan_run(config: ml_collections.ConfigDict, dataset_size: int) -> Plan:
                 target_epsilon=dp.epsilon, sampling_rate=q, steps=steps, **options
             )
     microbatch = min(train.microbatch_size, train.batch_size)
+    if microbatch < 1:
+        raise ValueError(f"train.microbatch_size must be positive, got {train.microbatch_size}")
     if dp.sampling == "poisson":
-        capacity = sampling.physical_batch_size(dataset_size, q, multiple_of=microbatch)
-    elif train.batch_size % microbatch:
+        capacity = sampling.physical_batch_size(
+            dataset_size, q, multiple_of=microbatch * num_devices
+        )
+    elif train.batch_size % (microbatch * num_devices):
         raise ValueError(
-            f"with fixed-size batches, train.batch_size ({train.batch_size}) must be "
-            f"a multiple of train.microbatch_size ({microbatch})"
+            f"with fixed-size batches, train.batch_size ({train.batch_size}) must be a multiple "
+            f"of train.microbatch_size ({microbatch}) times the {num_devices} device(s)"
         )
     else:
         capacity = train.batch_size
@@ -158,12 +172,15 @@ def build_step(
     num_classes: int,
     example: np.ndarray,
     pixels: str,
+    mesh: Mesh,
     noise_seed: int = 0,
 ):
-    """(model, initial TrainState, jitted train step); ``noise_seed`` must be secret in real runs."""
+    """(model, initial TrainState replicated over ``mesh``, jitted data-parallel train step).
+
+    ``noise_seed`` must be secret in real runs.
+    """
     dp = config.dp
     model = build_model(config.model.name, num_classes, **config.model.kwargs)
-    params = model.init(jax.random.key(config.seed), example)
     optimizer = optax.chain(
         privatize_sum(
             clip_norm=dp.clip_norm,
@@ -173,10 +190,16 @@ def build_step(
         ),
         make_optimizer(config.train, plan.steps),
     )
-    state = TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params))
+
+    def init():
+        params = model.init(jax.random.key(config.seed), example)
+        return TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params))
+
+    state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
     train_step = make_train_step(
         make_loss_fn(model, pixels),
         optimizer,
+        mesh,
         mode=dp.mode,
         clip_norm=dp.clip_norm,
         public_clip_norm=None if math.isinf(dp.public_clip_norm) else dp.public_clip_norm,
@@ -185,29 +208,91 @@ def build_step(
     return model, state, train_step
 
 
-def evaluate(eval_step, params, source, batch_size: int) -> float:
-    """Accuracy on the whole ``source``."""
+def evaluate(eval_step, params, source, batch_size: int, mesh: Mesh) -> float:
+    """Accuracy on the whole ``source``; each process reads its rows of every batch."""
+    batch_size = math.ceil(batch_size / mesh.size) * mesh.size
+    rows = parallel.local_rows(mesh, batch_size)
     correct = total = 0
-    for batch in pipeline.eval_batches(source, batch_size):
-        c, n = eval_step(params, batch)
+    for batch in pipeline.eval_batches(source, batch_size, rows=rows):
+        c, n = eval_step(params, parallel.to_global(batch, mesh, batch_size))
         correct, total = correct + int(c), total + int(n)
     return correct / total
 
 
+def shared_secret(secret_seed: int) -> int:
+    """``secret_seed``, or for -1 a fresh secret from the OS, the same in every process."""
+    if secret_seed >= 0:
+        return secret_seed
+    secret = np.int32(secrets.randbits(31))
+    if jax.process_count() > 1:
+        secret = multihost_utils.broadcast_one_to_all(secret)
+    return int(secret)
+
+
+def params_digest(params) -> str:
+    """SHA-256 of the parameters' bytes: equal digests mean bit-identical parameters."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(leaf.addressable_data(0)).tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint(config: ml_collections.ConfigDict) -> dict:
+    """The settings a checkpoint must agree with to be resumed: the whole config except the
+    keys that only change how a run is observed or saved."""
+    flat = {}
+
+    def visit(node, prefix):
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, ml_collections.ConfigDict) and name not in config_lib.FREE_FORM:
+                visit(value, f"{name}.")
+            elif name not in RESUMABLE_CHANGES and not name.startswith("checkpoint."):
+                flat[name] = value.to_dict() if hasattr(value, "to_dict") else value
+        return flat
+
+    return json.loads(json.dumps(visit(config, ""), default=list))
+
+
+RESUMABLE_CHANGES = ("train.log_every_steps", "train.eval_batch_size")
+
+
 def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
-    """Trains as ``config`` says; writes ``workdir/metrics.jsonl``; returns the final summary."""
+    """Trains as ``config`` says, data-parallel over all devices of all processes.
+
+    Writes ``workdir/metrics.jsonl`` (process 0) and checkpoints in ``workdir/checkpoints``; a
+    run whose workdir holds a checkpoint resumes from it (same parameters, same privacy
+    ledger, same batches and noise as an uninterrupted run). Returns the last metrics record.
+    """
     config_lib.check_known_keys(config)
     start = time.time()
+    mesh = parallel.data_mesh()
     train_source, test_source, num_classes = load_data(config.data)
-    plan = plan_run(config, len(train_source))
+    plan = plan_run(config, len(train_source), mesh.size)
     dp = config.dp
     pixels = schema.pixel_feature(train_source[0])
-
-    secret = dp.secret_seed if dp.secret_seed >= 0 else secrets.randbits(31)
+    secret = shared_secret(dp.secret_seed)
     model, state, train_step = build_step(
-        config, plan, num_classes, train_source[0][pixels][None], pixels, noise_seed=secret
+        config, plan, num_classes, train_source[0][pixels][None], pixels, mesh, noise_seed=secret
     )
     eval_step = make_eval_step(model, pixels)
+    ledger = accounting.PrivacyLedger(dp.sampling, plan.dataset_size, dp.neighboring)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        fingerprint=fingerprint(config),
+        max_to_keep=config.checkpoint.keep,
+        save_every_steps=config.checkpoint.every_steps,
+    )
+    first = 0
+    restored = checkpointer.restore(state)
+    if restored is not None:
+        state, saved = restored
+        first, secret = saved["step"], saved["secret_seed"]
+        ledger = accounting.PrivacyLedger.from_dict(saved["ledger"])
+    lead = jax.process_index() == 0
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if first >= plan.steps:  # finished earlier: nothing to do
+        return read_jsonl(metrics_path)[-1] if lead else {}
     sampler_args = (
         dict(sampling_rate=plan.sampling_rate, capacity=plan.capacity)
         if dp.sampling == "poisson"
@@ -216,44 +301,65 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     batches = pipeline.train_batches(
         train_source,
         seed=secret + 1,
-        num_steps=plan.steps,
+        num_steps=plan.steps - first,
+        start_step=first,
         sampler=dp.sampling,
+        num_shards=mesh.size,
+        rows=parallel.local_rows(mesh, plan.capacity),
         **sampler_args,
     )
-    writer = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+    writer = JsonlWriter(metrics_path) if lead else None
+    if writer:
+        writer.drop_after(first)  # lines of steps that the resumed run redoes
 
     record = {}
-    bar = tqdm.trange(plan.steps, desc=config.name, disable=not progress, unit="step")
-    for step in bar:
-        state, metrics = train_step(state, next(batches))
-        done = step + 1
-        end_of_epoch = done % plan.steps_per_epoch == 0 or done == plan.steps
-        if done % config.train.log_every_steps == 0 or end_of_epoch:
-            loss = float(metrics["loss"])
-            if not np.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss became {loss} at step {done}; the run diverged. Lower "
-                    f"train.learning_rate (now {config.train.learning_rate}) or check the data."
-                )
-            bar.set_postfix(loss=f"{loss:.3f}")
-        if end_of_epoch:
-            record = {
-                "step": done,
-                "epoch": done / plan.steps_per_epoch,
-                "train_loss": loss,
-                "test_accuracy": evaluate(
-                    eval_step, state.params, test_source, config.train.eval_batch_size
-                ),
-                "epsilon": plan.epsilon(done, dp),
-                "delta": dp.delta,
-                "noise_multiplier": plan.noise_multiplier,
-                "mode": dp.mode,
-                "wall_time": time.time() - start,
-            }
-            writer.write(record)
-            bar.set_postfix(
-                loss=f"{loss:.3f}",
-                acc=f"{record['test_accuracy']:.3f}",
-                eps="∞" if record["epsilon"] is None else f"{record['epsilon']:.2f}",
+    bar = tqdm.tqdm(
+        range(first, plan.steps),
+        initial=first,
+        total=plan.steps,
+        desc=config.name,
+        disable=not (progress and lead),
+        unit="step",
+    )
+    with checkpointer:
+        for step in bar:
+            state, metrics = train_step(
+                state, parallel.to_global(next(batches), mesh, plan.capacity)
             )
+            if plan.noise_multiplier > 0:
+                ledger.record(plan.noise_multiplier, plan.sampling_rate)
+            done = step + 1
+            end_of_epoch = done % plan.steps_per_epoch == 0 or done == plan.steps
+            if done % config.train.log_every_steps == 0 or end_of_epoch:
+                loss = float(metrics["loss"])
+                if not np.isfinite(loss):
+                    raise FloatingPointError(
+                        f"training loss became {loss} at step {done}; the run diverged. Lower "
+                        f"train.learning_rate (now {config.train.learning_rate}) or check the data."
+                    )
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if end_of_epoch:
+                record = {
+                    "step": done,
+                    "epoch": done / plan.steps_per_epoch,
+                    "train_loss": loss,
+                    "test_accuracy": evaluate(
+                        eval_step, state.params, test_source, config.train.eval_batch_size, mesh
+                    ),
+                    "epsilon": ledger.epsilon(dp.delta, dp.accountant) if ledger.steps else None,
+                    "delta": dp.delta,
+                    "noise_multiplier": plan.noise_multiplier,
+                    "mode": dp.mode,
+                    "params_sha256": params_digest(state.params),
+                    "wall_time": time.time() - start,
+                }
+                if writer:
+                    writer.write(record)
+                bar.set_postfix(
+                    loss=f"{loss:.3f}",
+                    acc=f"{record['test_accuracy']:.3f}",
+                    eps="∞" if record["epsilon"] is None else f"{record['epsilon']:.2f}",
+                )
+            saved = {"step": done, "secret_seed": secret, "ledger": ledger.to_dict()}
+            checkpointer.save(done, state, saved, force=done == plan.steps)
     return record

@@ -11,6 +11,15 @@ class JsonlWriter:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
 
+    def drop_after(self, step: int) -> None:
+        """Removes the records of steps after ``step`` (a resumed run writes them again)."""
+        if os.path.exists(self.path):
+            kept = [r for r in read_jsonl(self.path) if r["step"] <= step]
+            temporary = f"{self.path}.partial"
+            with open(temporary, "w") as f:
+                f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            os.replace(temporary, self.path)
+
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")

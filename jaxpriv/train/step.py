@@ -8,8 +8,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from jaxpriv.dp import clipping
+from jaxpriv.train.parallel import DATA_AXIS, batch_sharding, replicated
 
 PyTree = Any
 MODES = ("none", "dpsgd", "maskdp")
@@ -75,16 +78,30 @@ def gradient_sum(
 
 
 def make_train_step(
-    loss_fn: clipping.LossFn, optimizer: optax.GradientTransformation, **sum_kwargs
+    loss_fn: clipping.LossFn,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    **sum_kwargs,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns ``step(state, batch) -> (state, metrics)``, jitted with the state donated.
 
-    ``optimizer`` must start with ``jaxpriv.dp.noise.privatize_sum`` so that the
-    summed gradient is noised (DP modes) and divided by the expected batch size.
+    Data-parallel over ``mesh`` (axis ``"data"``, one device or many, one host or many): each
+    device sums the (clipped) gradients of its shard of the batch, ``psum`` adds the device sums,
+    and ``optimizer`` runs once on the global sum. ``optimizer`` must start with
+    ``jaxpriv.dp.noise.privatize_sum``, so the noise is drawn once, from one key, for the whole
+    batch — never per device — and the sum is divided by the expected batch size. The state
+    is replicated; the batch is sharded along its leading axis.
     """
 
+    def device_sum(params, batch):
+        return jax.lax.psum(gradient_sum(loss_fn, params, batch, **sum_kwargs), DATA_AXIS)
+
+    global_sum = jax.shard_map(
+        device_sum, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(), check_vma=False
+    )
+
     def step(state: TrainState, batch: dict):
-        grads, stats = gradient_sum(loss_fn, state.params, batch, **sum_kwargs)
+        grads, stats = global_sum(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         count = jnp.sum(batch["weight"] > 0)
@@ -92,7 +109,12 @@ def make_train_step(
         metrics["batch_size"] = count
         return TrainState(state.step + 1, params, opt_state), metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(
+        step,
+        donate_argnums=0,
+        in_shardings=(replicated(mesh), batch_sharding(mesh)),
+        out_shardings=replicated(mesh),
+    )
 
 
 def make_eval_step(model: nn.Module, pixels: str):
