@@ -16,14 +16,31 @@ CONFIG_HELP = (
 
 
 def _train(args, overrides):
-    from jaxpriv import config as config_lib
-    from jaxpriv.train import loop
+    import jax
 
+    from jaxpriv import config as config_lib
+    from jaxpriv.train import loop, parallel
+
+    if args.distributed:
+        try:
+            parallel.initialize_distributed()
+        except ValueError as error:
+            raise ValueError(
+                f"--distributed: {error} Start the processes with srun, mpirun or on a TPU pod "
+                "slice, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID."
+            ) from error
     config = config_lib.load_config(args.config, overrides)
     workdir = args.workdir or os.path.join("runs", config.name)
+    lead = jax.process_index() == 0
+    if lead:
+        print(
+            f"training on {jax.device_count()} {jax.default_backend()} device(s) in "
+            f"{jax.process_count()} process(es)"
+        )
     result = loop.train(config, workdir, progress=not args.no_progress)
-    print(format_table([result]))
-    print(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}")
+    if lead:
+        print(format_table([result]))
+        print(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}")
 
 
 def _account(args, overrides):
@@ -172,6 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="config file, e.g. configs/video_maskdp.py")
     train.add_argument("--workdir", help="output folder (default: runs/<config.name>)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run (jax.distributed), every process started with the same "
+        "arguments and a --workdir they all see: SLURM srun or Open MPI mpirun with one process "
+        "per GPU, each seeing all GPUs of its node (one per node: also set "
+        "JAX_LOCAL_DEVICE_IDS=0,1,...); one process per worker of a TPU pod slice; or any "
+        "launcher with JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and "
+        "JAX_PROCESS_ID set. Not needed for one process on all devices of one machine.",
+    )
     train.set_defaults(run=_train)
 
     account = commands.add_parser(

@@ -56,7 +56,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 10.0  # planned length; DP runs also stop when the ε budget is spent
     c.train.batch_size = 256  # expected batch size B = qN (Poisson) or the fixed batch size
-    c.train.microbatch_size = 32  # examples per vmap call; bounds memory, not the batch
+    c.train.microbatch_size = 32  # examples per vmap call per device; bounds memory, not the batch
+    c.train.memory_budget_mb = 2048.0  # with microbatch_size = 0: the largest that fits, per device
     c.train.optimizer = "adam"  # "adam" | "sgd" | "adamw"
     c.train.learning_rate = 3e-3
     c.train.momentum = 0.9  # sgd only

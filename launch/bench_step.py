@@ -2,9 +2,10 @@
 
     python launch/bench_step.py [--config configs/video_maskdp.py] [--config.key=value ...]
 
-Prints the median step time of each mode and its ratio to the non-private
-step (measured in this one process), then the compiled step's peak temporary
-memory for two logical batch sizes at the same micro-batch size.
+Prints the median step time of each mode and its ratio to the non-private step (measured in
+this one process), on one device and, when there are several, data-parallel on all of them
+(the same global batch); then the compiled step's memory for two logical batch sizes at the
+same micro-batch size: XLA's working (temporary) buffers, and the arguments (state + batch).
 """
 
 import argparse
@@ -16,8 +17,8 @@ import numpy as np
 
 from jaxpriv import config as config_lib
 from jaxpriv.data import synthetic
+from jaxpriv.train import parallel
 from jaxpriv.train.loop import Plan, build_step
-from jaxpriv.train.parallel import data_mesh
 
 MODES = ("none", "dpsgd", "maskdp")
 
@@ -33,7 +34,7 @@ def synthetic_batch(config, size: int) -> dict:
     }, pixels
 
 
-def make_step(config, mode: str, batch_size: int, pixels: str, example):
+def make_step(config, mode: str, batch_size: int, pixels: str, example, mesh):
     config = config.copy_and_resolve_references()
     config.dp.mode = mode
     plan = Plan(
@@ -43,17 +44,23 @@ def make_step(config, mode: str, batch_size: int, pixels: str, example):
         steps=100,
         steps_per_epoch=10,
         capacity=batch_size,
-        microbatch_size=min(config.train.microbatch_size, batch_size),
+        microbatch_size=min(config.train.microbatch_size, batch_size // mesh.size),
         noise_multiplier=0.0 if mode == "none" else 1.0,
     )
-    _, state, step = build_step(config, plan, synthetic.NUM_CLASSES, example, pixels, data_mesh())
+    _, state, step = build_step(config, plan, synthetic.NUM_CLASSES, example, pixels, mesh)
     return state, step
 
 
-def median_step_time(config, mode: str, batch: dict, pixels: str, repeats: int) -> float:
+def sharded(batch: dict, mesh) -> dict:
     size = len(batch["weight"])
-    state, step = make_step(config, mode, size, pixels, batch[pixels][:1])
-    batch = jax.device_put(batch)
+    return parallel.to_global(
+        {k: parallel.spread(v, mesh.size) for k, v in batch.items()}, mesh, size
+    )
+
+
+def median_step_time(config, mode: str, batch: dict, pixels: str, repeats: int, mesh) -> float:
+    state, step = make_step(config, mode, len(batch["weight"]), pixels, batch[pixels][:1], mesh)
+    batch = sharded(batch, mesh)
     state, metrics = step(state, batch)  # compile
     jax.block_until_ready(metrics)
     times = []
@@ -65,11 +72,11 @@ def median_step_time(config, mode: str, batch: dict, pixels: str, repeats: int) 
     return statistics.median(times)
 
 
-def peak_memory_mib(config, mode: str, batch: dict, pixels: str) -> float:
-    """Temporary + argument bytes of the compiled step, as XLA plans them."""
-    state, step = make_step(config, mode, len(batch["weight"]), pixels, batch[pixels][:1])
-    memory = step.lower(state, batch).compile().memory_analysis()
-    return (memory.temp_size_in_bytes + memory.argument_size_in_bytes) / 2**20
+def memory_mib(config, mode: str, batch: dict, pixels: str, mesh) -> tuple[float, float]:
+    """(working, argument) MiB per device of the compiled step, as XLA plans them."""
+    state, step = make_step(config, mode, len(batch["weight"]), pixels, batch[pixels][:1], mesh)
+    memory = step.lower(state, sharded(batch, mesh)).compile().memory_analysis()
+    return memory.temp_size_in_bytes / 2**20, memory.argument_size_in_bytes / 2**20
 
 
 def main():
@@ -80,7 +87,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per mode")
     parser.add_argument(
         "--memory-batch-sizes",
-        default="64,1024",
+        default="256,4096",
         help="logical batch sizes for the peak-memory table",
     )
     args, overrides = parser.parse_known_args()
@@ -95,19 +102,28 @@ def main():
     batch, pixels = synthetic_batch(config, config.train.batch_size)
     print(
         f"{config.model.name} {dict(config.model.kwargs)}, batch {config.train.batch_size}, "
-        f"micro-batch {config.train.microbatch_size}, {jax.devices()[0].platform}"
+        f"micro-batch {config.train.microbatch_size} per device, {jax.devices()[0].device_kind}"
     )
-    times = {mode: median_step_time(config, mode, batch, pixels, args.repeats) for mode in MODES}
-    print(f"{'mode':<8} {'median step (ms)':>17} {'/ non-private':>14}")
-    for mode in MODES:
-        print(f"{mode:<8} {1000 * times[mode]:>17.1f} {times[mode] / times['none']:>14.2f}")
+    meshes = {"1 device": parallel.data_mesh(jax.devices()[:1])}
+    if jax.device_count() > 1:
+        meshes[f"{jax.device_count()} devices"] = parallel.data_mesh()
+    print(f"{'mode':<8} {'devices':<11} {'median step (ms)':>17} {'/ non-private':>14}")
+    for name, mesh in meshes.items():
+        times = {m: median_step_time(config, m, batch, pixels, args.repeats, mesh) for m in MODES}
+        for mode in MODES:
+            ratio = times[mode] / times["none"]
+            print(f"{mode:<8} {name:<11} {1000 * times[mode]:>17.1f} {ratio:>14.2f}")
     sizes = [int(s) for s in args.memory_batch_sizes.split(",")]
-    print(f"\npeak memory of the compiled step (MiB), micro-batch {config.train.microbatch_size}")
-    print(f"{'mode':<8}" + "".join(f"{f'batch {s}':>12}" for s in sizes))
+    mesh = meshes["1 device"]
+    print(
+        f"\nmemory of the compiled step on 1 device (MiB, working / arguments), "
+        f"micro-batch {config.train.microbatch_size}"
+    )
+    print(f"{'mode':<8}" + "".join(f"{f'batch {s}':>18}" for s in sizes))
     memory_batches = {s: synthetic_batch(config, s)[0] for s in sizes}
     for mode in MODES:
-        row = [peak_memory_mib(config, mode, memory_batches[s], pixels) for s in sizes]
-        print(f"{mode:<8}" + "".join(f"{m:>12.1f}" for m in row))
+        row = [memory_mib(config, mode, memory_batches[s], pixels, mesh) for s in sizes]
+        print(f"{mode:<8}" + "".join(f"{f'{w:.1f} / {a:.1f}':>18}" for w, a in row))
 
 
 if __name__ == "__main__":

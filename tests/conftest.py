@@ -1,4 +1,9 @@
 import os
+import tempfile
 
 # Tests that need several devices set their own XLA_FLAGS in a subprocess; keep this process at 1.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests (and their subprocesses) compile the same train steps: compile each once.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxpriv-test-xla-cache")
+)

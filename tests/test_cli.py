@@ -1,4 +1,9 @@
-"""The command line: help texts, accounting output, clear errors."""
+"""The command line: help texts, accounting output, clear errors; the launch scripts."""
+
+import os
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -37,7 +42,10 @@ def test_unreachable_target_is_an_error_not_a_traceback(capsys):
 @pytest.mark.parametrize(
     "command, options",
     [
-        ("train", ["--config", "--workdir", "--no-progress", "--config.KEY=VALUE"]),
+        (
+            "train",
+            ["--config", "--workdir", "--no-progress", "--distributed", "--config.KEY=VALUE"],
+        ),
         (
             "account",
             [
@@ -97,3 +105,128 @@ def test_unknown_override_of_train_is_a_clear_error(capsys):
     code, _, err = run(capsys, "train", "--config", "configs/video_dpsgd.py", "--config.dp.nois=1")
     assert code == 2
     assert "unknown config key 'dp.nois'" in err
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_distributed_without_a_cluster_is_a_clear_error():
+    """--distributed joins a run before anything else, and says how to start one."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR"))
+    }
+    argv = ["train", "--distributed", "--config", "configs/video_dpsgd.py"]
+    done = subprocess.run(
+        [sys.executable, "-m", "jaxpriv.cli", *argv], cwd=ROOT, env=env, capture_output=True
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().startswith("jaxpriv train: error: --distributed: ")
+    assert "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID" in done.stderr.decode()
+
+
+TRAIN_ARGS = ["--workdir", "runs/a b", "--config.model.kwargs={'depth': 2}"]
+QUOTED = "--workdir 'runs/a b' '--config.model.kwargs={'\\''depth'\\'': 2}'"
+
+
+def launch(*argv, **env):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"} | env
+    return subprocess.run(["bash", *argv], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["launch/local.sh", "--dry-run", "configs/video_dpsgd.py"],
+            [".venv/bin/jaxpriv train --config configs/video_dpsgd.py " + QUOTED],
+        ),
+        (
+            ["launch/local.sh", "--cpu-devices", "8", "--dry-run", "configs/video_dpsgd.py"],
+            [
+                "env JAX_PLATFORMS=cpu XLA_FLAGS=--xla_force_host_platform_device_count=8 "
+                ".venv/bin/jaxpriv train --config configs/video_dpsgd.py " + QUOTED
+            ],
+        ),
+        (
+            ["launch/slurm.sbatch", "--dry-run", "configs/video_dpsgd.py"],
+            [
+                "srun .venv/bin/jaxpriv train --distributed --no-progress "
+                "--config configs/video_dpsgd.py " + QUOTED,
+            ],
+        ),
+    ],
+)
+def test_launch_scripts_print_the_commands_they_would_run(argv, expected):
+    done = launch(*argv, *TRAIN_ARGS)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == expected
+    train = shlex.split(expected[-1])
+    assert train[train.index("--config") + 2 :] == TRAIN_ARGS  # the shell gets them back
+
+
+def test_tpu_pod_script_runs_the_same_train_command_on_every_worker(tmp_path):
+    done = launch(
+        "launch/tpu_pod.sh",
+        "--dry-run",
+        "my-tpu",
+        "us-central2-b",
+        "configs/video_dpsgd.py",
+        *TRAIN_ARGS,
+        TMPDIR=str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    copy, ssh = done.stdout.splitlines()
+    assert copy == (
+        f"gcloud compute tpus tpu-vm scp {tmp_path}/jaxpriv-source.tgz my-tpu: "
+        "--zone=us-central2-b --worker=all"
+    )
+    *gcloud, command = shlex.split(ssh)
+    assert (
+        gcloud == "gcloud compute tpus tpu-vm ssh my-tpu --zone=us-central2-b --worker=all".split()
+    )
+    *setup, train = command.removeprefix("--command=").split(" && ")
+    assert setup == [
+        "mkdir -p jaxpriv",
+        "tar -xzf jaxpriv-source.tgz -C jaxpriv",
+        "cd jaxpriv",
+        "bash launch/setup.sh tpu",
+    ]
+    assert shlex.split(train) == [
+        ".venv/bin/jaxpriv",
+        "train",
+        "--distributed",
+        "--config",
+        "configs/video_dpsgd.py",
+        *TRAIN_ARGS,
+    ]  # as the worker's shell reads it
+
+
+@pytest.mark.parametrize("script", ["launch/local.sh", "launch/slurm.sbatch", "launch/tpu_pod.sh"])
+def test_launch_scripts_explain_their_usage(script):
+    done = launch(script)
+    assert done.returncode == 2
+    assert "Usage" in done.stderr and done.stdout == ""
+
+
+def test_train_saves_checkpoints_in_a_relative_workdir(capsys, tmp_path, monkeypatch):
+    """Orbax refuses relative checkpoint paths; `jaxpriv train --workdir run` must still work."""
+    monkeypatch.chdir(tmp_path)
+    tiny = {
+        "data.data_dir": str(tmp_path / "data"),
+        "data.num_train": 32,
+        "data.num_test": 16,
+        "model.kwargs": {"width": 8, "depth": 1, "heads": 2, "mlp_dim": 8},
+        "train.batch_size": 16,
+        "train.microbatch_size": 8,
+        "train.epochs": 1.0,
+        "train.eval_batch_size": 16,
+        "checkpoint.every_steps": 1,
+    }
+    overrides = [f"--config.{key}={value}" for key, value in tiny.items()]
+    config = os.path.join(ROOT, "configs", "video_nonprivate.py")
+    code, out, err = run(capsys, "train", "--config", config, "--workdir", "run", *overrides)
+    assert code == 0, err
+    assert out.startswith("training on 1 cpu device(s) in 1 process(es)\n")
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1", "2"]

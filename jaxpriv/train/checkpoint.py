@@ -43,7 +43,8 @@ class Checkpointer:
         save_every_steps: int = 100,
     ):
         """`fingerprint`: a JSON-serialisable dict (the flattened config) that a checkpoint must match to be restored."""
-        self.directory = os.fspath(directory)
+        directory = os.fspath(directory)
+        self.directory = directory if "://" in directory else os.path.abspath(directory)
         self.fingerprint = _json_copy(fingerprint)
         options = ocp.CheckpointManagerOptions(
             save_decision_policy=save_decision_policy.AnySavePolicy(

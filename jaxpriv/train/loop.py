@@ -1,6 +1,7 @@
 """The train loop: data → plan (σ, steps) → jitted steps → eval, ε, metrics per epoch."""
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -22,7 +23,7 @@ from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import accounting, sampling
 from jaxpriv.dp.noise import privatize_sum
 from jaxpriv.models import build_model
-from jaxpriv.train import parallel
+from jaxpriv.train import memory, parallel
 from jaxpriv.train.checkpoint import Checkpointer
 from jaxpriv.train.metrics import JsonlWriter, read_jsonl
 from jaxpriv.train.step import MODES, TrainState, make_eval_step, make_loss_fn, make_train_step
@@ -41,17 +42,6 @@ class Plan:
     microbatch_size: int
     noise_multiplier: float  # σ; 0 for non-private training
 
-    def epsilon(self, steps: int, dp: ml_collections.ConfigDict) -> float | None:
-        """ε spent after ``steps`` steps; None for non-private training (ε = ∞)."""
-        if self.noise_multiplier == 0:
-            return None
-        return accounting.epsilon(
-            noise_multiplier=self.noise_multiplier,
-            sampling_rate=self.sampling_rate,
-            steps=steps,
-            **_accounting_options(dp, self.dataset_size),
-        )
-
 
 def _accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dict:
     return dict(
@@ -63,11 +53,16 @@ def _accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dic
     )
 
 
-def plan_run(config: ml_collections.ConfigDict, dataset_size: int, num_devices: int = 1) -> Plan:
+def plan_run(
+    config: ml_collections.ConfigDict,
+    dataset_size: int,
+    num_devices: int = 1,
+    microbatch_size: int | None = None,
+) -> Plan:
     """Sampling rate, σ (calibrated to dp.epsilon, or fixed), steps and batch shapes.
 
     The physical batch splits evenly over ``num_devices``, each device's share into
-    micro-batches of ``train.microbatch_size``.
+    micro-batches of ``microbatch_size`` (default ``train.microbatch_size``).
     """
     train, dp = config.train, config.dp
     if dp.mode not in MODES:
@@ -105,9 +100,12 @@ def plan_run(config: ml_collections.ConfigDict, dataset_size: int, num_devices: 
             sigma = accounting.calibrate_noise_multiplier(
                 target_epsilon=dp.epsilon, sampling_rate=q, steps=steps, **options
             )
-    microbatch = min(train.microbatch_size, train.batch_size)
+    microbatch = min(microbatch_size or train.microbatch_size, train.batch_size)
     if microbatch < 1:
-        raise ValueError(f"train.microbatch_size must be positive, got {train.microbatch_size}")
+        raise ValueError(
+            f"train.microbatch_size must be positive, or 0 to choose it from "
+            f"train.memory_budget_mb; got {train.microbatch_size}"
+        )
     if dp.sampling == "poisson":
         capacity = sampling.physical_batch_size(
             dataset_size, q, multiple_of=microbatch * num_devices
@@ -125,8 +123,14 @@ def plan_run(config: ml_collections.ConfigDict, dataset_size: int, num_devices: 
 
 
 def load_data(data: ml_collections.ConfigDict):
-    """(train source, test source, number of classes) of the configured dataset."""
+    """(train source, test source, number of classes) of the configured dataset.
+
+    Process 0 writes the synthetic dataset first (when missing); the others find it complete on
+    a shared data_dir, or write their own copy on a local one.
+    """
     if data.name == "synthetic":
+        if jax.process_index() > 0:
+            multihost_utils.sync_global_devices("jaxpriv: synthetic data written by process 0")
         dataset = tfds_builder.prepare_synthetic(
             os.path.expanduser(data.data_dir),
             kind=data.kind,
@@ -136,6 +140,8 @@ def load_data(data: ml_collections.ConfigDict):
             seed=data.seed,
             sensitivity=data.sensitivity,
         )
+        if jax.process_index() == 0 and jax.process_count() > 1:
+            multihost_utils.sync_global_devices("jaxpriv: synthetic data written by process 0")
     elif os.path.isfile(os.path.join(os.path.expanduser(data.name), "dataset_info.json")):
         dataset = os.path.expanduser(data.name)
     else:
@@ -208,6 +214,38 @@ def build_step(
     return model, state, train_step
 
 
+def batch_spec(example: np.ndarray, pixels: str, size: int, mesh: Mesh) -> dict:
+    """Shapes, dtypes and shardings of a batch of ``size`` examples like ``example`` [1, ...]."""
+    sharding = parallel.batch_sharding(mesh)
+
+    def spec(shape, dtype):
+        return jax.ShapeDtypeStruct((size, *shape), dtype, sharding=sharding)
+
+    return {
+        pixels: spec(example.shape[1:], np.uint8),
+        schema.LABEL: spec((), np.int32),
+        schema.SENSITIVE: spec(example.shape[1:-1], np.bool_),
+        pipeline.WEIGHT: spec((), np.float32),
+    }
+
+
+def step_working_memory(config, plan: Plan, num_classes, example, pixels, mesh, microbatch) -> int:
+    """Bytes of XLA's temporary buffers per device for the train step at ``microbatch``."""
+    probe = dataclasses.replace(plan, capacity=microbatch * mesh.size, microbatch_size=microbatch)
+    _, state, step = build_step(config, probe, num_classes, example, pixels, mesh)
+    lowered = step.lower(state, batch_spec(example, pixels, probe.capacity, mesh))
+    return lowered.compile().memory_analysis().temp_size_in_bytes
+
+
+def auto_microbatch_size(config, plan: Plan, num_classes, example, pixels, mesh: Mesh) -> int:
+    """The largest micro-batch size whose step fits ``train.memory_budget_mb`` per device."""
+    return memory.choose_microbatch_size(
+        functools.partial(step_working_memory, config, plan, num_classes, example, pixels, mesh),
+        int(config.train.memory_budget_mb * 2**20),
+        largest=max(1, plan.batch_size // mesh.size),
+    )
+
+
 def evaluate(eval_step, params, source, batch_size: int, mesh: Mesh) -> float:
     """Accuracy on the whole ``source``; each process reads its rows of every batch."""
     batch_size = math.ceil(batch_size / mesh.size) * mesh.size
@@ -268,12 +306,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     start = time.time()
     mesh = parallel.data_mesh()
     train_source, test_source, num_classes = load_data(config.data)
-    plan = plan_run(config, len(train_source), mesh.size)
-    dp = config.dp
     pixels = schema.pixel_feature(train_source[0])
+    example = train_source[0][pixels][None]
+    microbatch = config.train.microbatch_size
+    if microbatch == 0:
+        probe = plan_run(config, len(train_source), mesh.size, microbatch_size=1)
+        microbatch = auto_microbatch_size(config, probe, num_classes, example, pixels, mesh)
+    plan = plan_run(config, len(train_source), mesh.size, microbatch)
+    dp = config.dp
     secret = shared_secret(dp.secret_seed)
     model, state, train_step = build_step(
-        config, plan, num_classes, train_source[0][pixels][None], pixels, mesh, noise_seed=secret
+        config, plan, num_classes, example, pixels, mesh, noise_seed=secret
     )
     eval_step = make_eval_step(model, pixels)
     ledger = accounting.PrivacyLedger(dp.sampling, plan.dataset_size, dp.neighboring)
@@ -285,13 +328,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     )
     first = 0
     restored = checkpointer.restore(state)
-    if restored is not None:
+    if restored is not None:  # resume: the state, and the run's secret seed and spent budget
         state, saved = restored
         first, secret = saved["step"], saved["secret_seed"]
         ledger = accounting.PrivacyLedger.from_dict(saved["ledger"])
     lead = jax.process_index() == 0
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     if first >= plan.steps:  # finished earlier: nothing to do
+        checkpointer.close()
         return read_jsonl(metrics_path)[-1] if lead else {}
     sampler_args = (
         dict(sampling_rate=plan.sampling_rate, capacity=plan.capacity)
