@@ -58,18 +58,24 @@ def sharded(batch: dict, mesh) -> dict:
     )
 
 
-def median_step_time(config, mode: str, batch: dict, pixels: str, repeats: int, mesh) -> float:
-    state, step = make_step(config, mode, len(batch["weight"]), pixels, batch[pixels][:1], mesh)
+def median_step_times(config, batch: dict, pixels: str, repeats: int, mesh) -> dict:
+    """Median step time of each mode; the modes take turns, so that drift in the machine's
+    speed affects them alike."""
+    size, example = len(batch["weight"]), batch[pixels][:1]
     batch = sharded(batch, mesh)
-    state, metrics = step(state, batch)  # compile
-    jax.block_until_ready(metrics)
-    times = []
+    runs = {}
+    for mode in MODES:
+        state, step = make_step(config, mode, size, pixels, example, mesh)
+        state, metrics = step(state, batch)  # compile
+        jax.block_until_ready(metrics)
+        runs[mode] = [state, step, []]
     for _ in range(repeats):
-        start = time.perf_counter()
-        state, metrics = step(state, batch)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for run in runs.values():
+            start = time.perf_counter()
+            run[0], metrics = run[1](run[0], batch)
+            jax.block_until_ready((run[0], metrics))
+            run[2].append(time.perf_counter() - start)
+    return {mode: statistics.median(run[2]) for mode, run in runs.items()}
 
 
 def memory_mib(config, mode: str, batch: dict, pixels: str, mesh) -> tuple[float, float]:
@@ -109,7 +115,7 @@ def main():
         meshes[f"{jax.device_count()} devices"] = parallel.data_mesh()
     print(f"{'mode':<8} {'devices':<11} {'median step (ms)':>17} {'/ non-private':>14}")
     for name, mesh in meshes.items():
-        times = {m: median_step_time(config, m, batch, pixels, args.repeats, mesh) for m in MODES}
+        times = median_step_times(config, batch, pixels, args.repeats, mesh)
         for mode in MODES:
             ratio = times[mode] / times["none"]
             print(f"{mode:<8} {name:<11} {1000 * times[mode]:>17.1f} {ratio:>14.2f}")
