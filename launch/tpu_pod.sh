@@ -11,20 +11,7 @@
 # the same --workdir resumes from the last checkpoint.
 set -euo pipefail
 
-usage() { sed -n '2,/^set -euo/{/^# /s/^# //p}' "$0"; }
-run() {
-  if $dry_run; then
-    local word quoted line=()
-    for word; do
-      printf -v quoted '%q' "$word"
-      [[ $quoted == "$word" ]] || quoted=${word@Q}
-      line+=("$quoted")
-    done
-    echo "${line[*]}"
-  else
-    "$@"
-  fi
-}
+source launch/common.sh  # usage, run
 dry_run=false
 case ${1:-} in
   --dry-run)
