@@ -1,4 +1,4 @@
-"""The ``jaxpriv`` command line: ``train``, ``account`` and ``demo``."""
+"""The ``jaxpriv`` command line: ``train``, ``account``, ``anonymize``, ``demo`` and ``experiment``."""
 
 import argparse
 import dataclasses
@@ -86,6 +86,18 @@ def _demo(args, overrides):
         "MaskDP protects the sensitive (real) pixels of each example; labels, the location of "
         "the sensitive region and the public (synthetic) pixels are not protected."
     )
+
+
+def _experiment(args, overrides):
+    from jaxpriv.experiments import sweep
+
+    experiment = sweep.load(args.config, overrides)
+    workdir = args.workdir or os.path.join("runs", experiment.name)
+    if args.dry_run:
+        print(sweep.describe(experiment, workdir))
+        return
+    print(sweep.run(experiment, workdir, progress=not args.no_progress))
+    print(f"results: {os.path.join(workdir, 'results.md')} (.csv, .jsonl and plots beside it)")
 
 
 def _anonymize(args, overrides):
@@ -375,6 +387,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(run=_demo)
+
+    experiment = commands.add_parser(
+        "experiment",
+        help="a sweep over a grid of training configs, with a table and plots",
+        description="Trains one run per cell of the grid in an experiment config file (see "
+        "configs/experiments/) in WORKDIR/cells/<cell>/, appends each result to "
+        "WORKDIR/results.jsonl, and writes WORKDIR/results.md, results.csv and PNG plots "
+        "(accuracy vs ε per DP mode; accuracy relative to report.reference). Interrupted "
+        "sweeps resume: finished cells are skipped, a half-done cell resumes from its "
+        "checkpoint.",
+        epilog="Overrides apply to the experiment config, e.g. --config.grid.seed=[0,1] "
+        "--config.base.train.epochs=1.",
+    )
+    experiment.add_argument("config", metavar="CONFIG", help="experiment config file")
+    experiment.add_argument("--workdir", help="output folder (default: runs/<config.name>)")
+    experiment.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the planned cells with their dataset size, q, steps, σ and ε; train nothing",
+    )
+    experiment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    experiment.set_defaults(run=_experiment)
     return parser
 
 

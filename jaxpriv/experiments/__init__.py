@@ -1,0 +1,1 @@
+"""Experiments: sweeps over a grid of training configs, with tables and plots of the results."""
