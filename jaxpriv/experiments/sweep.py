@@ -264,5 +264,5 @@ def planned_epsilon(dp: ml_collections.ConfigDict, plan: loop.Plan) -> float | N
         noise_multiplier=plan.noise_multiplier,
         sampling_rate=plan.sampling_rate,
         steps=plan.steps,
-        **loop._accounting_options(dp, plan.dataset_size),
+        **loop.accounting_options(dp, plan.dataset_size),
     )

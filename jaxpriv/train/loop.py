@@ -43,7 +43,8 @@ class Plan:
     noise_multiplier: float  # σ; 0 for non-private training
 
 
-def _accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dict:
+def accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dict:
+    """The accountant settings of ``dp`` (everything ``accounting.epsilon`` needs but σ, q, T)."""
     return dict(
         delta=dp.delta,
         accountant=dp.accountant,
@@ -82,7 +83,7 @@ def plan_run(
     steps = max(1, math.ceil(train.epochs * dataset_size / train.batch_size))
     sigma = 0.0
     if dp.mode != "none":
-        options = _accounting_options(dp, dataset_size)
+        options = accounting_options(dp, dataset_size)
         if dp.noise_multiplier > 0:
             sigma = dp.noise_multiplier
             steps = min(
