@@ -290,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument(
         "--method",
-        choices=["blur", "pixelate", "maskout", "inpaint"],
+        choices=["blur", "pixelate", "maskout", "inpaint", "none"],
         default="blur",
-        help="how the region is replaced (default blur)",
+        help="how the region is replaced (default blur); none keeps the original pixels (the "
+        "reference dataset of an anonymization study, with the same records and splits)",
     )
     anonymize.add_argument(
         "--histogram",
@@ -344,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="video: a tracked face that the detector misses for up to N frames is covered by "
         "its interpolated box (default 2)",
+    )
+    anonymize.add_argument(
+        "--max-clips",
+        type=int,
+        default=0,
+        help="video: at most N clips per video, from its start (default 0: all)",
     )
     anonymize.add_argument(
         "--num-clips", type=int, default=512, help="synthetic: clips to generate (default 512)"

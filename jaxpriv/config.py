@@ -26,6 +26,9 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"  # "synthetic" (generated here) or a prepared TFDS dataset folder
+    # Evaluate on the test split of this dataset instead ("": data.name's); e.g. the original
+    # data of an anonymized training set. It must have the same classes.
+    c.data.test_name = ""
     c.data.data_dir = os.path.join(
         "~", ".cache", "jaxpriv", "tfds"
     )  # where synthetic data is written

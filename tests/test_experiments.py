@@ -1,16 +1,21 @@
 """Sweeps: cells of a grid, resumable, with a table and plots whose ε matches `jaxpriv account`."""
 
+import copy
 import csv
+import dataclasses
 import glob
 import os
 import re
 
 import ml_collections
+import numpy as np
 import pytest
 from matplotlib import image
 from test_train import tiny_config
 
 from jaxpriv import cli
+from jaxpriv.anonymize import readers
+from jaxpriv.data import pipeline
 from jaxpriv.dp import accounting
 from jaxpriv.experiments import sweep
 from jaxpriv.train import loop
@@ -141,11 +146,15 @@ def test_a_result_of_a_different_config_is_refused(swept):
 
 
 def test_dataset_size_of_a_tfds_folder_comes_from_its_info(swept):
-    experiment, _, _, _ = swept
+    experiment, workdir, _, _ = swept
+    cell = sweep.cells(experiment)[0]
     pattern = os.path.join(experiment.base.data.data_dir, "**", "dataset_info.json")
     (info,) = glob.glob(pattern, recursive=True)
-    data = ml_collections.ConfigDict({"name": os.path.dirname(info)})
-    assert sweep.dataset_size(data) == 64 == sweep.dataset_size(experiment.base.data)
+    on_folder = copy.deepcopy(cell.config)
+    on_folder.data.name = os.path.dirname(info)
+    folder_cell = dataclasses.replace(cell, config=on_folder)
+    assert sweep.dataset_size(folder_cell, workdir) == (64, True)
+    assert sweep.dataset_size(cell, workdir) == (64, True)
 
 
 def test_irrelevant_values_collapse_non_private_cells(tmp_path):
@@ -230,3 +239,82 @@ def test_help_explains_every_option(capsys):
     text = capsys.readouterr().out
     for option in ["CONFIG", "--workdir", "--dry-run", "--no-progress", "--config.grid.seed"]:
         assert option in text
+
+
+def staged_experiment(tmp_path):
+    """Method × region on 40 embedded clips of 2 frames, anonymized by the sweep's stage."""
+    experiment = tiny_experiment(tmp_path, {})
+    experiment.base.dp.mode = "none"
+    experiment.base.train.batch_size, experiment.base.train.microbatch_size = 8, 8
+    stage = experiment.anonymize
+    stage.layout, stage.num_clips, stage.frames, stage.workers = "synthetic", 40, 2, 1
+    stage.size, stage.clip_frames, stage.frame_stride, stage.test_fraction = 32, 2, 1, 0.25
+    experiment.grid = sweep.grid(
+        {"anonymize.method": ["none", "maskout"], "anonymize.region": ["face", "body"]}
+    )
+    experiment.report.compare_key, experiment.report.reference = "anonymize.method", "none"
+    return experiment
+
+
+STAGED_IDS = [
+    "anonymize.method=none",
+    "anonymize.method=maskout,anonymize.region=face",
+    "anonymize.method=maskout,anonymize.region=body",
+]
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """(experiment, workdir, table) of a staged sweep, run end to end."""
+    tmp = tmp_path_factory.mktemp("staged")
+    experiment, workdir = staged_experiment(tmp), str(tmp / "run")
+    return experiment, workdir, sweep.run(experiment, workdir, progress=False)
+
+
+def test_staged_sweep_anonymizes_once_per_setting_and_tests_on_the_original(staged):
+    experiment, workdir, table = staged
+    planned = sweep.cells(experiment)
+    assert [cell.id for cell in planned] == STAGED_IDS
+    assert sorted(os.listdir(os.path.join(workdir, "data"))) == [
+        "method=maskout,region=body",
+        "method=maskout,region=face",
+        "original",
+    ]
+    configs = [sweep.with_stage_data(cell, workdir) for cell in planned]
+    original = configs[0].data.name
+    assert original.startswith(os.path.join(workdir, "data", "original"))
+    assert [config.data.test_name for config in configs] == [original] * 3
+    assert configs[2].data.name.startswith(
+        os.path.join(workdir, "data", "method=maskout,region=body")
+    )
+    train = [pipeline.load_source(config.data.name, "train") for config in configs]
+    test = pipeline.load_source(original, "test")
+    clips = {video.key: video for video in readers.read_synthetic(40, seed=0, frames=2, size=32)}
+    assert len(test) + len(train[0]) == 40
+    for record in [*test, *train[0]]:  # method none: the generated pixels, bit for bit
+        key = record["key"].decode() if isinstance(record["key"], bytes) else record["key"]
+        np.testing.assert_array_equal(record["video"], clips[key.split("#")[0]].frames)
+    for original_record, face, body in zip(*train):
+        assert original_record["key"] == face["key"] == body["key"]
+        changed = [(r["video"] != original_record["video"]).any(-1) for r in (face, body)]
+        assert [(c & ~r["region"].astype(bool)).any() for c, r in zip(changed, (face, body))] == [
+            False,
+            False,
+        ]  # mask-out changes only the region
+        assert 0 < changed[0].sum() < changed[1].sum()  # the face is a small part of the body
+    assert len(table.splitlines()) == 2 + 3 and "| none | – | 1 |" in table
+
+
+def test_staged_dry_run_counts_the_training_clips_it_will_write(staged, tmp_path):
+    experiment, workdir, _ = staged
+    written = pipeline.load_source(
+        sweep.with_stage_data(sweep.cells(experiment)[0], workdir).data.name, "train"
+    )
+    fresh = sweep.describe(experiment, str(tmp_path))  # nothing anonymized there yet
+    done = sweep.describe(experiment, workdir)
+    for text, status in [(fresh, "pending"), (done, "done")]:
+        assert "anonymization stage: the embedded synthetic clips (40 of 2 frames): " in text
+        assert f"{len(written)} train and {40 - len(written)} test inputs" in text
+        rows = [line.split(" | ") for line in text.splitlines() if line.endswith(f"{status} |")]
+        assert [int(row[1]) for row in rows] == [len(written)] * 3
+    assert not os.listdir(tmp_path)

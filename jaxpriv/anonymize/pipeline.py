@@ -66,6 +66,7 @@ class Options:
     clip_frames: int = 8  # videos: frames per record
     frame_stride: int = 2  # videos: take every n-th frame
     max_gap: int = 2  # videos: cover a tracked face missed for up to this many frames
+    max_clips: int = 0  # videos: at most this many clips per video, from its start (0: all)
     test_fraction: float = 0.1  # share of keys (by hash) in the test split
     seed: int = 0
 
@@ -219,7 +220,7 @@ def process_sample(sample: readers.Sample, options: Options, detector, out_dir: 
         "key": sample.key,
         schema.IMAGE: resize_square(anonymized, options.size, cv2.INTER_AREA),
         **record_masks(region, public, options),
-        "label": label_of(sample.key),
+        "label": sample.label or label_of(sample.key),
         "split": split_of(sample.key, options.test_fraction),
     }
     return [record]
@@ -261,6 +262,8 @@ def process_video(video: readers.Video, options: Options, detector, out_dir: Pat
             f"too short: {len(kept[schema.VIDEO])} frames kept (every {options.frame_stride}), "
             f"fewer than one clip of {options.clip_frames}; lower --clip-frames or --frame-stride"
         )
+    if options.max_clips:
+        clips = min(clips, options.max_clips)
     split = split_of(video.key, options.test_fraction)  # all clips of a video in one split
     label = video.label or label_of(video.key)
     length = options.clip_frames

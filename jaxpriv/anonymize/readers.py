@@ -69,15 +69,16 @@ class Person:
 
 
 class _DecodedMask:
-    """`Person.mask`: stores an array, None or a `CocoSegmentation` in `_mask`; reads decode."""
+    """`Person.mask`: stores an array, None or a lazy mask (`CocoSegmentation`, `InstanceMask`)
+    in `_mask`; reads decode the lazy ones."""
 
     def __get__(self, person: Person | None, owner: type | None = None) -> np.ndarray | None:
         if person is None:
             return None  # the class attribute: the dataclass default
         stored = person._mask
-        return stored.decode() if isinstance(stored, CocoSegmentation) else stored
+        return stored.decode() if isinstance(stored, (CocoSegmentation, InstanceMask)) else stored
 
-    def __set__(self, person: Person, value: np.ndarray | CocoSegmentation | None) -> None:
+    def __set__(self, person: Person, value) -> None:
         person._mask = value
 
 
@@ -86,11 +87,13 @@ Person.mask = _DecodedMask()  # replaces the default that @dataclass left; __ini
 
 @dataclass
 class Sample:
-    """One image: `key` is its unique relative name, `path` the absolute file."""
+    """One image: `key` is its unique relative name, `path` the absolute file. `label`: its
+    class, or None (then its first folder)."""
 
     key: str
     path: Path
     persons: list[Person] = field(default_factory=list)
+    label: str | None = None
 
     @property
     def image(self) -> np.ndarray:
@@ -292,10 +295,12 @@ def _load_json(path: Path) -> dict:
         raise AnnotationError(path, [f"not valid JSON: {error}"]) from error
 
 
-def _person_category_ids(data: dict, source: Path) -> set:
-    ids = {c.get("id") for c in data.get("categories", []) if c.get("name") == "person"}
+def _person_category_ids(data: dict, source: Path, names: tuple[str, ...]) -> set:
+    ids = {c.get("id") for c in data.get("categories", []) if c.get("name") in names}
     if not ids:
-        raise AnnotationError(source, ["no category named 'person' in 'categories'"])
+        raise AnnotationError(
+            source, [f"no category named {' or '.join(map(repr, names))} in 'categories'"]
+        )
     return ids
 
 
@@ -318,16 +323,20 @@ def _coco_images(data: dict, image_root: Path, problems: list[str]) -> dict:
     return images
 
 
-def read_coco(annotation_json: str | Path, image_root: str | Path) -> list[Sample]:
+def read_coco(
+    annotation_json: str | Path,
+    image_root: str | Path,
+    person_categories: tuple[str, ...] = ("person",),
+) -> list[Sample]:
     """Persons of a COCO instances / person-keypoints JSON, one `Sample` per listed image.
 
-    Only the category named "person" is read. Images without persons are samples without persons.
+    Only the categories named in `person_categories` are read (BDD100K: pedestrian, rider). Images without persons are samples without persons.
     Masks are `CocoSegmentation`s, decoded each time a `Person.mask` is read.
     Raises `AnnotationError` listing every missing image, unknown image id and malformed annotation.
     """
     annotation_json, image_root = Path(annotation_json), Path(image_root)
     data = _load_json(annotation_json)
-    person_ids = _person_category_ids(data, annotation_json)
+    person_ids = _person_category_ids(data, annotation_json, tuple(person_categories))
     problems: list[str] = []
     images = _coco_images(data, image_root, problems)
     persons: dict = {image_id: [] for image_id in images}
@@ -361,14 +370,29 @@ def mask_box(mask: np.ndarray) -> Box:
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
-def _cityscapes_persons(instance_ids: np.ndarray) -> list[Person]:
-    """Persons and riders of an instanceIds map; a bare class id (< 1000) marks a crowd region."""
+@dataclass(frozen=True)
+class InstanceMask:
+    """One instance of an instance-id map file, decoded to a bool HxW mask only by `decode`
+    (a whole dataset's full-resolution masks would not fit in memory)."""
+
+    path: Path
+    value: int
+    shape: tuple[int, int]
+
+    def decode(self) -> np.ndarray:
+        return _read_instance_ids(self.path) == self.value
+
+
+def _cityscapes_persons(instance_ids: np.ndarray, path: Path) -> list[Person]:
+    """Persons and riders of the instanceIds map read from `path`; a bare class id (< 1000)
+    marks a crowd region. Masks stay lazy (`InstanceMask`)."""
     persons = []
     for value in np.unique(instance_ids).tolist():
         class_id = value // 1000 if value >= 1000 else value
         if class_id in CITYSCAPES_PERSON_CLASSES:
-            mask = instance_ids == value
-            persons.append(Person(mask_box(mask), mask, crowd=value < 1000, source_id=str(value)))
+            box = mask_box(instance_ids == value)
+            mask = InstanceMask(path, value, instance_ids.shape)
+            persons.append(Person(box, mask, crowd=value < 1000, source_id=str(value)))
     return persons
 
 
@@ -397,7 +421,7 @@ def read_cityscapes(root: str | Path, split: str = "train") -> list[Sample]:
         name = path.name.replace("_leftImg8bit.png", "_gtFine_instanceIds.png")
         instance_path = root / "gtFine" / split / path.parent.name / name
         try:
-            persons = _cityscapes_persons(_read_instance_ids(instance_path))
+            persons = _cityscapes_persons(_read_instance_ids(instance_path), instance_path)
         except FileNotFoundError:
             problems.append(f"{key}: instance map not found at '{instance_path}'")
         except CorruptImageError as error:
@@ -495,15 +519,27 @@ def _frames(container, path: Path) -> Iterator[np.ndarray]:
 def read_synthetic(num_clips: int, *, seed: int, frames: int, size: int) -> list[Video]:
     """The embedded synthetic clips (`jaxpriv.data.synthetic`) with each figure as a person.
 
-    Keys are `<class>/<index>.mp4`; the person of each frame is the figure's mask.
+    Keys are `<class>/<index>.mp4`; the person of each frame is the figure's mask, with its head
+    centre as the nose keypoint (the face region is the head).
     """
     data = synthetic.generate(num_clips, seed=seed, frames=frames, size=size)
     figures = data[schema.SENSITIVE] == 0  # sensitivity "background": the figure is not sensitive
+    heads = synthetic.head_centres(num_clips, seed=seed, frames=frames, size=size)
     videos = []
     for index, (clip, label, masks) in enumerate(
         zip(data[schema.VIDEO], data[schema.LABEL], figures)
     ):
         name = synthetic.CLASS_NAMES[label]
-        persons = [[Person(mask_box(mask), mask, track_id=0)] for mask in masks]
+        persons = [
+            [Person(mask_box(mask), mask, _nose_keypoint(head), track_id=0)]
+            for mask, head in zip(masks, heads[index])
+        ]
         videos.append(Video(f"{name}/{index:06d}.mp4", None, clip, persons, name))
     return videos
+
+
+def _nose_keypoint(xy: np.ndarray) -> np.ndarray:
+    """COCO keypoints [17, 3] with only the nose labelled, at `xy`."""
+    keypoints = np.zeros((17, 3), np.float32)
+    keypoints[0] = (*xy, 2)
+    return keypoints

@@ -248,6 +248,11 @@ def mask_out(
     return blend(images, content, masks, feather)
 
 
+def keep(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """No anonymization: the original images, for reference runs of the same pipeline."""
+    return images
+
+
 def inpaint(
     images: torch.Tensor,
     masks: torch.Tensor,
@@ -289,6 +294,7 @@ class Method(NamedTuple):
 
 
 METHODS: dict[str, Method] = {
+    "none": Method(keep, data_independent=False),
     "blur": Method(blur, data_independent=False),
     "pixelate": Method(pixelate, data_independent=False),
     "maskout": Method(mask_out, data_independent=True, random=True),

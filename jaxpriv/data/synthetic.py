@@ -258,3 +258,17 @@ def generate(
         schema.LABEL: scenes["label"].astype(np.int64),
         schema.SENSITIVE: sensitive,
     }
+
+
+def head_centres(
+    num_examples: int, *, seed, frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE
+) -> np.ndarray:
+    """Where the figures' heads are in the video clips of `generate` with the same arguments.
+
+    Returns float [N, T, 2] (x, y) in pixel coordinates (pixel (i, j) spans [j, j+1) × [i, i+1)).
+    """
+    scenes = _sample_scenes(np.random.default_rng(seed), num_examples, frames, size)
+    head = _POSES[scenes["action"][:, None], scenes["pose_phase"]][..., 0, :]  # N,T,4
+    x = scenes["centre"] + (head[..., 2] + head[..., 3]) / 2
+    y = scenes["top"] + (head[..., 0] + head[..., 1]) / 2
+    return np.stack([x, y], axis=-1).astype(np.float32)

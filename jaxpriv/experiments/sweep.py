@@ -8,9 +8,13 @@ An experiment config file's ``get_config()`` starts from ``experiment_config()``
 - ``grid``: lists of values per dotted train-config key, built with ``grid({"dp.mode": [...],
   "dp.epsilon": [...], "seed": [0, 1]})``; the cells are their Cartesian product. A value is set
   like the command-line override ``--config.KEY=VALUE``, with the same typing and errors;
+- ``anonymize``: optionally, an anonymization stage before training (``anonymize.layout``;
+  see ``jaxpriv.experiments.anonymized``); its keys are grid keys too, e.g.
+  ``"anonymize.method": ["none", "blur", "maskout"]``;
 - ``irrelevant``: rules ``(key, value, keys)``: in cells whose config has ``key == value`` the
   grid values of ``keys`` do not matter, so those cells keep the base values there and run once
-  instead of once per value. The default rule collapses the DP settings of non-private cells;
+  instead of once per value. The default rules collapse the DP settings of non-private cells
+  and the region settings of cells that anonymize nothing;
 - ``report``: see ``jaxpriv.experiments.report``.
 
 Overrides apply to the experiment config: ``--config.base.train.epochs=1``,
@@ -36,7 +40,7 @@ import tqdm
 
 from jaxpriv import config as config_lib
 from jaxpriv.dp import accounting
-from jaxpriv.experiments import report
+from jaxpriv.experiments import anonymized, report
 from jaxpriv.train import loop
 from jaxpriv.train.metrics import JsonlWriter, read_jsonl
 
@@ -63,7 +67,8 @@ def experiment_config() -> ml_collections.ConfigDict:
     c.name = "experiment"  # default workdir: runs/<name>
     c.base = config_lib.default_config()  # the training config of every cell
     c.grid = ml_collections.ConfigDict()  # use grid({...}); e.g. grid.dp.epsilon = [2.0, 8.0]
-    c.irrelevant = [NON_PRIVATE]  # (key, value, keys) rules that collapse cells
+    c.anonymize = anonymized.stage_config()  # the anonymization stage; off unless layout is set
+    c.irrelevant = [NON_PRIVATE, anonymized.KEEP_ONLY]  # (key, value, keys) rules to collapse cells
     c.report = report.report_config()
     return c
 
@@ -95,13 +100,30 @@ def load(path: str, overrides=()) -> ml_collections.ConfigDict:
 class Cell:
     id: str
     values: dict  # grid key → value; keys made irrelevant are left out
-    config: ml_collections.ConfigDict
+    config: ml_collections.ConfigDict  # the training config
+    stage: ml_collections.ConfigDict  # the anonymization stage (``anonymize``)
 
     @functools.cached_property
     def sha256(self) -> str:
         """Digest of the settings that the cell's result depends on."""
-        text = json.dumps(loop.fingerprint(self.config), sort_keys=True)
+        settings = {"train": loop.fingerprint(self.config)}
+        if anonymized.enabled(self.stage):
+            settings["anonymize"] = {k: v for k, v in self.stage.items() if k != "workers"}
+        text = json.dumps(settings, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def data_folder(self) -> str:
+        """Where the stage writes this cell's anonymized copy, relative to the workdir."""
+        if anonymized.options(self.stage) == anonymized.options(anonymized.original(self.stage)):
+            return os.path.join("data", anonymized.ORIGINAL)
+        stage_values = {
+            k.removeprefix(STAGE): v for k, v in self.values.items() if k.startswith(STAGE)
+        }
+        return os.path.join("data", cell_id(stage_values) if stage_values else "anonymized")
+
+
+STAGE = "anonymize."
 
 
 def axes(experiment: ml_collections.ConfigDict) -> dict:
@@ -127,8 +149,8 @@ def cells(experiment: ml_collections.ConfigDict) -> list[Cell]:
     planned = {}
     for combination in itertools.product(*grid_axes.values()):
         values = dict(zip(grid_axes, combination))
-        values = _relevant(values, _cell_config(experiment.base, values), experiment.irrelevant)
-        cell = Cell(cell_id(values), values, _cell_config(experiment.base, values))
+        values = _relevant(values, _cell_config(experiment, values), experiment.irrelevant)
+        cell = Cell(cell_id(values), values, *_cell_config(experiment, values))
         if cell.id in planned and planned[cell.id].values != values:
             raise ValueError(f"two grid cells share the id {cell.id!r}; make their values differ")
         planned.setdefault(cell.id, cell)
@@ -141,23 +163,32 @@ def cell_id(values: dict) -> str:
     return ",".join(re.sub(r"[^\w.=+-]", "-", f"{k}={v}") for k, v in values.items()) or "base"
 
 
-def _cell_config(base: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
-    config = copy.deepcopy(base)
+def _cell_config(experiment: ml_collections.ConfigDict, values: dict) -> tuple:
+    """(training config, anonymization stage) of the cell with grid ``values``."""
+    config, stage = copy.deepcopy(experiment.base), copy.deepcopy(experiment.anonymize)
     for key, value in values.items():
+        target = stage if key.startswith(STAGE) else config
         try:
-            config_lib.apply_override(config, f"{key}={value}")
+            config_lib.apply_override(target, f"{key.removeprefix(STAGE)}={value}")
         except ValueError as error:
             raise ValueError(f"experiment grid: {error}") from error
     config.name = cell_id(values)
-    return config
+    return config, stage
 
 
-def _relevant(values: dict, config: ml_collections.ConfigDict, rules) -> dict:
-    """``values`` without the keys that a rule matching ``config`` declares irrelevant."""
+def _lookup(configs: tuple, key: str):
+    """The value of a grid key in a cell's (training config, stage)."""
+    config, stage = configs
+    node = stage if key.startswith(STAGE) else config
+    return functools.reduce(lambda node, name: node[name], key.removeprefix(STAGE).split("."), node)
+
+
+def _relevant(values: dict, configs: tuple, rules) -> dict:
+    """``values`` without the keys that a rule matching the cell's configs declares irrelevant."""
     dropped = set()
     for key, value, keys in rules:
         try:
-            current = functools.reduce(lambda node, name: node[name], key.split("."), config)
+            current = _lookup(configs, key)
         except KeyError as error:
             raise ValueError(f"experiment irrelevant: unknown config key {key!r}") from error
         if current == value:
@@ -213,7 +244,8 @@ def run(experiment: ml_collections.ConfigDict, workdir: str, *, progress: bool =
     )
     for cell in bar:
         bar.set_postfix_str(cell.id)
-        record = loop.train(cell.config, os.path.join(workdir, "cells", cell.id), progress=progress)
+        config = with_stage_data(cell, workdir, progress=progress)
+        record = loop.train(config, os.path.join(workdir, "cells", cell.id), progress=progress)
         writer.write(
             {"cell": cell.id, "values": cell.values, "config_sha256": cell.sha256, **record}
         )
@@ -221,37 +253,72 @@ def run(experiment: ml_collections.ConfigDict, workdir: str, *, progress: bool =
     return report.write(experiment, [done[cell.id] for cell in planned], workdir)
 
 
-def dataset_size(data: ml_collections.ConfigDict) -> int:
-    """Training examples of the configured dataset, read without loading any data."""
+def with_stage_data(cell: Cell, workdir: str, *, progress: bool = True):
+    """The cell's training config; with a stage, on its anonymized copy (made here if missing)."""
+    if not anonymized.enabled(cell.stage):
+        return cell.config
+    config = copy.deepcopy(cell.config)
+    original = anonymized.original(cell.stage)
+    test_dataset = anonymized.prepare(
+        original, os.path.join(workdir, "data", anonymized.ORIGINAL), progress=progress
+    )
+    config.data.name = anonymized.prepare(
+        cell.stage, os.path.join(workdir, cell.data_folder), progress=progress
+    )
+    config.data.test_name = test_dataset if cell.stage.test_on == "original" else ""
+    return config
+
+
+def dataset_size(cell: Cell, workdir: str) -> tuple[int, bool]:
+    """(training examples of the cell, whether exact), read without loading or writing data."""
+    if anonymized.enabled(cell.stage):
+        summary = os.path.join(workdir, cell.data_folder, "summary.json")
+        if not os.path.exists(summary):
+            return anonymized.planned_train_size(cell.stage)
+        with open(summary) as file:
+            return json.load(file)["records"]["train"], True
+    data = cell.config.data
     if data.name == "synthetic":
-        return data.num_train
+        return data.num_train, True
     folder = os.path.expanduser(data.name)
     if not os.path.isfile(os.path.join(folder, "dataset_info.json")):
         raise FileNotFoundError(
             f"data.name={data.name!r} is neither 'synthetic' nor a prepared TFDS dataset folder "
             "(the folder holding dataset_info.json)"
         )
-    return tfds.builder_from_directory(folder).info.splits["train"].num_examples
+    return tfds.builder_from_directory(folder).info.splits["train"].num_examples, True
 
 
 def describe(experiment: ml_collections.ConfigDict, workdir: str) -> str:
     """The planned cells as a Markdown table: dataset size, q, steps, σ, ε and status."""
     planned = cells(experiment)
     done = finished(workdir, planned)
-    lines = [
-        f"{experiment.name}: {len(planned)} cells, {len(done)} done, in {workdir}",
+    stage = experiment.anonymize
+    lines = [f"{experiment.name}: {len(planned)} cells, {len(done)} done, in {workdir}"]
+    if anonymized.enabled(stage):
+        lines.append(anonymized.describe_input(stage))
+    lines += [
         "| cell | N | q | steps | σ | ε | δ | status |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    estimated = False
     for cell in planned:
         dp = cell.config.dp
+        size, exact = dataset_size(cell, workdir)
+        estimated |= not exact
         # The micro-batch size changes only the physical batch shape, not σ or the steps.
-        plan = loop.plan_run(cell.config, dataset_size(cell.config.data), microbatch_size=1)
+        plan = loop.plan_run(cell.config, size, microbatch_size=1)
         eps = planned_epsilon(dp, plan)
         lines.append(
-            f"| {cell.id} | {plan.dataset_size} | {plan.sampling_rate:.4g} | {plan.steps} | "
-            f"{plan.noise_multiplier:.4f} | {'∞' if eps is None else f'{eps:.4f}'} | "
-            f"{dp.delta:g} | {'done' if cell.id in done else 'pending'} |"
+            f"| {cell.id} | {'' if exact else '≥'}{plan.dataset_size} | "
+            f"{plan.sampling_rate:.4g} | {plan.steps} | {plan.noise_multiplier:.4f} | "
+            f"{'∞' if eps is None else f'{eps:.4f}'} | {dp.delta:g} | "
+            f"{'done' if cell.id in done else 'pending'} |"
+        )
+    if estimated:
+        lines.append(
+            "≥: at least one clip per video; the exact N (and so q, σ) is known once the videos "
+            "are anonymized. Set anonymize.max_clips for an exact plan."
         )
     return "\n".join(lines)
 

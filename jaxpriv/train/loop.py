@@ -126,10 +126,28 @@ def plan_run(
 def load_data(data: ml_collections.ConfigDict):
     """(train source, test source, number of classes) of the configured dataset.
 
-    Process 0 writes the synthetic dataset first (when missing); the others find it complete on
-    a shared data_dir, or write their own copy on a local one.
+    The test split comes from ``data.test_name`` when set (e.g. the original data of an
+    anonymized training set), which must have the same classes. Process 0 writes the synthetic
+    dataset first (when missing); the others find it complete on a shared data_dir, or write
+    their own copy on a local one.
     """
-    if data.name == "synthetic":
+    dataset = dataset_folder(data, data.name)
+    test_dataset = dataset_folder(data, data.test_name) if data.test_name else dataset
+    train = pipeline.load_source(dataset, "train")
+    test = pipeline.load_source(test_dataset, "test")
+    classes = train.dataset_info.features[schema.LABEL].names
+    test_classes = test.dataset_info.features[schema.LABEL].names
+    if test_classes != classes:
+        raise ValueError(
+            f"data.test_name={data.test_name!r} has the classes {test_classes}, but the training "
+            f"data {data.name!r} has {classes}; the test labels would mean other classes"
+        )
+    return train, test, len(classes)
+
+
+def dataset_folder(data: ml_collections.ConfigDict, name: str):
+    """The prepared TFDS dataset called ``name``: "synthetic" (written here) or a folder."""
+    if name == "synthetic":
         if jax.process_index() > 0:
             multihost_utils.sync_global_devices("jaxpriv: synthetic data written by process 0")
         dataset = tfds_builder.prepare_synthetic(
@@ -143,17 +161,15 @@ def load_data(data: ml_collections.ConfigDict):
         )
         if jax.process_index() == 0 and jax.process_count() > 1:
             multihost_utils.sync_global_devices("jaxpriv: synthetic data written by process 0")
-    elif os.path.isfile(os.path.join(os.path.expanduser(data.name), "dataset_info.json")):
-        dataset = os.path.expanduser(data.name)
-    else:
+        return dataset
+    folder = os.path.expanduser(name)
+    if not os.path.isfile(os.path.join(folder, "dataset_info.json")):
         raise FileNotFoundError(
-            f"data.name={data.name!r} is neither 'synthetic' nor a prepared TFDS dataset folder "
+            f"dataset {name!r} is neither 'synthetic' nor a prepared TFDS dataset folder "
             "(the folder holding dataset_info.json, e.g. the 'TFDS dataset' that jaxpriv "
             "anonymize prints)"
         )
-    train = pipeline.load_source(dataset, "train")
-    test = pipeline.load_source(dataset, "test")
-    return train, test, train.dataset_info.features[schema.LABEL].num_classes
+    return folder
 
 
 def make_optimizer(train: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
