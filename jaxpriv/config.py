@@ -41,6 +41,9 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "video_vit"  # "vit" | "video_vit" | "resnet"
+    # Pretrained weights: a local .npz in jaxpriv's parameter names or a `jaxpriv train` workdir
+    # or checkpoint (models/pretrained.py); leaves of another shape (the head) keep their init.
+    c.model.init_from = ""
     # Passed to the model's constructor. split_streams: public tokens never attend to private
     # ones, so the noise-free public gradient of MaskDP transfers to full inputs (models/vit.py).
     # max_kept_tokens: public views run on at most this many tokens (the synthetic 4-frame clips

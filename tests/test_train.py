@@ -142,3 +142,22 @@ def test_dp_training_refuses_per_epoch_shuffling(tmp_path):
         loop.plan_run(config, 64)
     config.dp.mode = "none"
     assert loop.plan_run(config, 64).capacity == 16  # fine without DP
+
+
+def test_model_init_from_a_finished_run_starts_from_its_parameters(tmp_path, capsys):
+    first = tiny_config(tmp_path, "none")
+    record = loop.train(first, str(tmp_path / "first"), progress=False)
+    second = tiny_config(tmp_path, "dpsgd")
+    second.model.init_from = str(tmp_path / "first")
+    train_source, _, num_classes = loop.load_data(second.data)
+    plan = loop.plan_run(second, len(train_source))
+    mesh = parallel.data_mesh()
+    example = train_source[0]["video"][None]
+    _, state, _ = loop.build_step(second, plan, num_classes, example, "video", mesh)
+    assert loop.params_digest(state.params) != record["params_sha256"]
+    state = loop.with_pretrained(state, second.model.init_from)
+    assert loop.params_digest(state.params) == record["params_sha256"]
+    assert "initialised: none" in capsys.readouterr().out
+    second.model.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        loop.train(second, str(tmp_path / "second"), progress=False)

@@ -12,28 +12,13 @@ jaxpriv experiment configs/experiments/study1_anonymization.py
 """
 
 from jaxpriv.config import default_config
-from jaxpriv.experiments import sweep
+from jaxpriv.experiments import studies
 
 
 def get_config():
-    config = sweep.experiment_config()
-    config.name = "study1_anonymization"
-    stage = config.anonymize
-    stage.layout = "synthetic"
-    stage.num_clips, stage.frames = 4000, 2
-    stage.size, stage.clip_frames, stage.frame_stride = 32, 2, 1
-    stage.test_fraction = 0.2
     base = default_config()
-    base.model.kwargs.update(width=48, depth=2, heads=4, mlp_dim=96)
-    base.train.epochs, base.train.batch_size = 6.0, 64
-    config.base = base
-    config.grid = sweep.grid(
-        {
-            "anonymize.method": ["none", "blur", "pixelate", "maskout", "inpaint"],
-            "anonymize.region": ["face", "body"],
-            "seed": [0, 1],
-        }
-    )
-    config.report.compare_key = "anonymize.method"
-    config.report.reference = "none"
-    return config
+    base.model.kwargs.update(width=48, mlp_dim=96)
+    base.train.epochs, base.train.batch_size = 10.0, 64
+    stage = dict(layout="synthetic", num_clips=4000, frames=2, test_fraction=0.2)
+    stage.update(size=32, clip_frames=2, frame_stride=1)  # the generated clips as they are
+    return studies.anonymization_study("study1_anonymization", base, stage)

@@ -8,33 +8,21 @@ The embedded clips stand for avatar-anonymized video: the person is a synthetic 
 ``data.sensitivity="background"``) and the scene is real (sensitive). DP-SGD protects every
 pixel and ignores the mask, so its rows are also those of training on the real video; MaskDP
 spends the noise only on the real pixels and learns the figure's action noise-free. On real
-video, run the same grid on an avatar-anonymized copy (configs/experiments/ucf101.py and the
-other real-data configs).
+video, the same grid runs on real vs anonymized copies (configs/experiments/ucf101.py, ntu60.py,
+toyota_smarthome.py).
 
 jaxpriv experiment configs/experiments/study2_privacy.py --dry-run
 jaxpriv experiment configs/experiments/study2_privacy.py
 """
 
 from jaxpriv.config import default_config
-from jaxpriv.experiments import sweep
+from jaxpriv.experiments import studies
 
 
 def get_config():
-    config = sweep.experiment_config()
-    config.name = "study2_privacy"
     base = default_config()
     base.data.frames, base.data.num_train, base.data.num_test = 2, 4096, 1024
     base.model.kwargs.update(width=48, mlp_dim=96)
-    base.train.epochs, base.train.batch_size = 5.0, 256
+    base.train.epochs, base.train.batch_size = 8.0, 64
     base.dp.delta = 1e-5
-    config.base = base
-    config.grid = sweep.grid(
-        {
-            "dp.mode": ["none", "dpsgd", "maskdp"],
-            "dp.epsilon": [0.5, 1.0, 2.0, 4.0, 8.0],
-            "seed": [0, 1],
-        }
-    )
-    config.report.compare_key = "dp.mode"
-    config.report.reference = "dpsgd"
-    return config
+    return studies.privacy_study("study2_privacy", base)

@@ -38,6 +38,7 @@ Notes:
 """
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -179,6 +180,7 @@ def _compose(
     return float(make_accountant().compose(event).get_epsilon(delta))
 
 
+@functools.cache  # pure: sweeps ask for the same schedules many times
 def epsilon(
     *,
     noise_multiplier: float,
@@ -207,6 +209,7 @@ def epsilon(
     )
 
 
+@functools.cache
 def calibrate_noise_multiplier(
     *,
     target_epsilon: float,

@@ -81,14 +81,14 @@ def markdown(keys: list[str], summaries: list[dict]) -> str:
         "|---" * (len(keys) + 6) + "|",
     ]
     for s in summaries:
-        eps = "∞" if s["epsilon"] is None else f"{s['epsilon']:.4f}"
+        private = s["epsilon"] is not None  # non-private rows: ε = ∞, no δ or σ
         cells = ["–" if s[key] is None else str(s[key]) for key in keys]
         cells += [
             str(s["seeds"]),
             f"{s['test_accuracy_mean']:.3f} ± {s['test_accuracy_std']:.3f}",
-            eps,
-            f"{s['delta']:g}",
-            f"{s['noise_multiplier']:.4f}",
+            f"{s['epsilon']:.4f}" if private else "∞",
+            f"{s['delta']:g}" if private else "–",
+            f"{s['noise_multiplier']:.4f}" if private else "–",
             f"{s['steps']:g}",
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -22,7 +22,7 @@ from jaxpriv import config as config_lib
 from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import accounting, sampling
 from jaxpriv.dp.noise import privatize_sum
-from jaxpriv.models import build_model
+from jaxpriv.models import build_model, pretrained
 from jaxpriv.train import memory, parallel
 from jaxpriv.train.checkpoint import Checkpointer
 from jaxpriv.train.metrics import JsonlWriter, read_jsonl
@@ -231,6 +231,17 @@ def build_step(
     return model, state, train_step
 
 
+def with_pretrained(state: TrainState, path: str) -> TrainState:
+    """``state`` with the parameters of the weights at ``path`` that fit the model."""
+    params, report = pretrained.merge(
+        state.params, pretrained.load_params(os.path.expanduser(path)), source=path
+    )
+    if jax.process_index() == 0:
+        kept = ", ".join(report["kept_init"]) or "none"
+        print(f"loaded {report['loaded']} pretrained tensors from {path}; initialised: {kept}")
+    return state._replace(params=params)
+
+
 def batch_spec(example: np.ndarray, pixels: str, size: int, mesh: Mesh) -> dict:
     """Shapes, dtypes and shardings of a batch of ``size`` examples like ``example`` [1, ...]."""
     sharding = parallel.batch_sharding(mesh)
@@ -335,6 +346,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     model, state, train_step = build_step(
         config, plan, num_classes, example, pixels, mesh, noise_seed=secret
     )
+    if config.model.init_from:
+        state = with_pretrained(state, config.model.init_from)
     eval_step = make_eval_step(model, pixels)
     ledger = accounting.PrivacyLedger(dp.sampling, plan.dataset_size, dp.neighboring)
     checkpointer = Checkpointer(
