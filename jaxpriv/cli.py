@@ -401,18 +401,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains one run per cell of the grid in an experiment config file (see "
         "configs/experiments/) in WORKDIR/cells/<cell>/, appends each result to "
         "WORKDIR/results.jsonl, and writes WORKDIR/results.md, results.csv and PNG plots "
-        "(accuracy vs ε per DP mode; accuracy relative to report.reference). Interrupted "
-        "sweeps resume: finished cells are skipped, a half-done cell resumes from its "
-        "checkpoint.",
+        "(accuracy vs ε per DP mode; accuracy relative to report.reference). With an "
+        "anonymization stage (anonymize.layout), each anonymization in the grid is made once "
+        "in WORKDIR/data/ and the cells are tested on the original test split. Interrupted "
+        "sweeps resume: finished cells and anonymized copies are kept, a half-done cell "
+        "resumes from its checkpoint.",
         epilog="Overrides apply to the experiment config, e.g. --config.grid.seed=[0,1] "
-        "--config.base.train.epochs=1.",
+        "--config.base.train.epochs=1 --config.anonymize.root=~/data/UCF-101.",
     )
     experiment.add_argument("config", metavar="CONFIG", help="experiment config file")
     experiment.add_argument("--workdir", help="output folder (default: runs/<config.name>)")
     experiment.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the planned cells with their dataset size, q, steps, σ and ε; train nothing",
+        help="check the dataset layout, print the planned cells with their dataset size, q, "
+        "steps, σ and ε; anonymize and train nothing",
     )
     experiment.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     experiment.set_defaults(run=_experiment)

@@ -7,6 +7,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from layout_fixtures import rle_string
 
 from jaxpriv.anonymize import readers
 from jaxpriv.anonymize.readers import (
@@ -34,19 +35,6 @@ def encode_counts(mask):
     bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
     counts = np.diff(bounds).tolist()
     return [0, *counts] if flat[0] else counts
-
-
-def encode_string(counts):
-    """pycocotools `rleToString`: 5 bits per char, sign-extended, deltas after the second count."""
-    chars = []
-    for i, value in enumerate(counts):
-        value -= counts[i - 2] if i > 2 else 0
-        more = True
-        while more:
-            chunk, value = value & 0x1F, value >> 5
-            more = value != -1 if chunk & 0x10 else value != 0
-            chars.append(chr(48 + (chunk | 0x20 if more else chunk)))
-    return "".join(chars)
 
 
 def write_image(path, height=H, width=W, value=90):
@@ -99,7 +87,7 @@ def person_annotation(ann_id, segmentation, image_id=1, **extra):
 
 @pytest.fixture
 def coco(tmp_path):
-    rle = {"size": [H, W], "counts": encode_string(encode_counts(crowd_mask()))}
+    rle = {"size": [H, W], "counts": rle_string(encode_counts(crowd_mask()))}
     annotations = [
         person_annotation(
             7, [[10, 5, 20, 5, 20, 25, 10, 25]], keypoints=KEYPOINTS.ravel().tolist()
@@ -176,7 +164,7 @@ def test_coco_lazy_masks_equal_the_eager_decoders(tmp_path, kind, seed):
         expected = rle_to_mask(counts, H, W)
         segmentation = {"size": [H, W], "counts": counts}
         if kind == "compressed":
-            segmentation["counts"] = encode_string(counts)
+            segmentation["counts"] = rle_string(counts)
     path = write_coco(tmp_path, [person_annotation(1, segmentation)])
     (person,) = read_coco(path, tmp_path)[0].persons
     assert person.mask.dtype == bool
@@ -186,7 +174,7 @@ def test_coco_lazy_masks_equal_the_eager_decoders(tmp_path, kind, seed):
 @pytest.mark.parametrize(
     "segmentation, message",
     [
-        ({"size": [H, W], "counts": encode_string([H * W - 1])}, "RLE runs cover 1999 pixels"),
+        ({"size": [H, W], "counts": rle_string([H * W - 1])}, "RLE runs cover 1999 pixels"),
         ({"size": [H, W], "counts": "3P"}, "ends in the middle of a count"),
         ({"size": [H, W], "counts": None}, "not 'NoneType'"),
         ({"size": [H, W], "counts": [[1, 2], [3]]}, "inhomogeneous|sequence"),
@@ -226,7 +214,7 @@ def test_rle_string_round_trip(seed):
     rng = np.random.default_rng(seed)
     mask = rng.random((23, 31)) < rng.uniform(0.05, 0.95)
     counts = encode_counts(mask)
-    assert rle_string_to_counts(encode_string(counts)) == counts
+    assert rle_string_to_counts(rle_string(counts)) == counts
     np.testing.assert_array_equal(rle_to_mask(counts, 23, 31), mask)
 
 

@@ -1,4 +1,4 @@
-"""Study 2, utility vs privacy, on the embedded synthetic videos: about N min on 2 CPU cores.
+"""Study 2, utility vs privacy, on the embedded synthetic videos: about 30 min on 2 CPU cores.
 
 Non-private, DP-SGD and MaskDP at ε ∈ {0.5, 1, 2, 4, 8} with δ = 1e-5 < 1/N, two seeds. σ is
 calibrated per ε for the schedule (N, q = B/N, steps), which is the same for both DP modes, so
