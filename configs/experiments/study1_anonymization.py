@@ -1,4 +1,4 @@
-"""Study 1, anonymization vs utility, on the embedded synthetic videos: about N min on 2 CPU cores.
+"""Study 1, anonymization vs utility, on the embedded synthetic videos: about 20 min on 2 CPU cores.
 
 Each method ∈ {none (the original), blur, pixelate, mask-out, inpaint} anonymizes the figure's
 face (its head, from the nose keypoint) or its full body (its mask) in the training clips; a
