@@ -330,7 +330,8 @@ def read_coco(
 ) -> list[Sample]:
     """Persons of a COCO instances / person-keypoints JSON, one `Sample` per listed image.
 
-    Only the categories named in `person_categories` are read (BDD100K: pedestrian, rider). Images without persons are samples without persons.
+    Only the categories named in `person_categories` are read (BDD100K: pedestrian, rider).
+    Images without persons are samples without persons.
     Masks are `CocoSegmentation`s, decoded each time a `Person.mask` is read.
     Raises `AnnotationError` listing every missing image, unknown image id and malformed annotation.
     """

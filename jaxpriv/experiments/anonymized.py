@@ -75,9 +75,24 @@ def _units(layout: str, root: str, num_clips: int, frames: int, seed: int) -> tu
 
 def units(stage: ml_collections.ConfigDict) -> tuple:
     """The inputs of ``stage``'s layout (read once per process; nothing decoded)."""
+    return _units(*_input_key(stage))
+
+
+def train_units(stage: ml_collections.ConfigDict) -> tuple:
+    """The inputs that go to the train split (each key hashed once per process)."""
+    return _train_units(*_input_key(stage), stage.test_fraction)
+
+
+def _input_key(stage: ml_collections.ConfigDict) -> tuple:
     if stage.test_on not in TEST_SPLITS:
         raise ValueError(f"anonymize.test_on must be one of {TEST_SPLITS}, got {stage.test_on!r}")
-    return _units(stage.layout, stage.root, stage.num_clips, stage.frames, stage.seed)
+    return stage.layout, stage.root, stage.num_clips, stage.frames, stage.seed
+
+
+@functools.lru_cache(maxsize=4)
+def _train_units(layout, root, num_clips, frames, seed, test_fraction: float) -> tuple:
+    inputs = _units(layout, root, num_clips, frames, seed)
+    return tuple(u for u in inputs if pipeline.split_of(u.key, test_fraction) == "train")
 
 
 def planned_train_size(stage: ml_collections.ConfigDict) -> tuple[int, bool]:
@@ -86,7 +101,7 @@ def planned_train_size(stage: ml_collections.ConfigDict) -> tuple[int, bool]:
     A video gives ``max_clips`` clips (or, synthetic, frames // clip_frames); a real video without
     ``max_clips`` at least one, so the count is then a lower bound.
     """
-    train = [u for u in units(stage) if pipeline.split_of(u.key, stage.test_fraction) == "train"]
+    train = train_units(stage)
     if not train or not isinstance(train[0], readers.Video):
         return len(train), True
     if stage.layout == "synthetic":
@@ -118,14 +133,13 @@ def prepare(stage: ml_collections.ConfigDict, folder: str, *, progress: bool = T
 
 def describe_input(stage: ml_collections.ConfigDict) -> str:
     """One line on the stage's input: layout, task, inputs per split (checks the layout)."""
-    inputs = units(stage)
-    test = sum(pipeline.split_of(u.key, stage.test_fraction) == "test" for u in inputs)
+    inputs, train = units(stage), train_units(stage)
     if stage.layout == "synthetic":
         source = f"the embedded synthetic clips ({stage.num_clips} of {stage.frames} frames)"
     else:
         layout = layouts.LAYOUTS[stage.layout]
         source = f"{stage.layout} at {stage.root} ({layout.task})"
     return (
-        f"anonymization stage: {source}: {len(inputs) - test} train and {test} test inputs; "
-        f"tested on the {stage.test_on} test split"
+        f"anonymization stage: {source}: {len(train)} train and {len(inputs) - len(train)} "
+        f"test inputs; tested on the {stage.test_on} test split"
     )

@@ -278,14 +278,9 @@ def dataset_size(cell: Cell, workdir: str) -> tuple[int, bool]:
         with open(summary) as file:
             return json.load(file)["records"]["train"], True
     data = cell.config.data
-    if data.name == "synthetic":
+    if data.name == "synthetic":  # not written yet, perhaps: its size is configured
         return data.num_train, True
-    folder = os.path.expanduser(data.name)
-    if not os.path.isfile(os.path.join(folder, "dataset_info.json")):
-        raise FileNotFoundError(
-            f"data.name={data.name!r} is neither 'synthetic' nor a prepared TFDS dataset folder "
-            "(the folder holding dataset_info.json)"
-        )
+    folder = loop.dataset_folder(data, data.name)
     return tfds.builder_from_directory(folder).info.splits["train"].num_examples, True
 
 

@@ -346,8 +346,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     model, state, train_step = build_step(
         config, plan, num_classes, example, pixels, mesh, noise_seed=secret
     )
-    if config.model.init_from:
-        state = with_pretrained(state, config.model.init_from)
     eval_step = make_eval_step(model, pixels)
     ledger = accounting.PrivacyLedger(dp.sampling, plan.dataset_size, dp.neighboring)
     checkpointer = Checkpointer(
@@ -358,6 +356,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     )
     first = 0
     restored = checkpointer.restore(state)
+    if restored is None and config.model.init_from:  # a resumed run has its own parameters
+        state = with_pretrained(state, config.model.init_from)
     if restored is not None:  # resume: the state, and the run's secret seed and spent budget
         state, saved = restored
         first, secret = saved["step"], saved["secret_seed"]
