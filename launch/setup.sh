@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
+# A venv whose creation was interrupted has no pip: make it again.
+if ! { [ -x .venv/bin/python ] && .venv/bin/python -m pip --version > /dev/null 2>&1; }; then
+  rm -rf .venv
   "$python" -m venv .venv
 fi
 extras="test${1:+,$1}"
