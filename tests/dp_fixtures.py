@@ -47,11 +47,18 @@ def make_batch(n=4, seed=0):
 
 _jitted_sum = jax.jit(
     gradient_sum,
-    static_argnames=("loss_fn", "mode", "clip_norm", "public_clip_norm", "microbatch_size"),
+    static_argnames=(
+        "loss_fn",
+        "mode",
+        "clip_norm",
+        "public_clip_norm",
+        "microbatch_size",
+        "unroll_microbatches",
+    ),
 )
 
 
-def dp_sum(name, batch, mode, microbatch_size=2, public_clip_norm=C):
+def dp_sum(name, batch, mode, microbatch_size=2, public_clip_norm=C, unroll=False):
     """The flattened pre-noise gradient sum of ``batch`` and its statistics."""
     loss_fn, params = setup(name)
     grads, stats = _jitted_sum(
@@ -62,6 +69,7 @@ def dp_sum(name, batch, mode, microbatch_size=2, public_clip_norm=C):
         clip_norm=C,
         public_clip_norm=public_clip_norm,
         microbatch_size=microbatch_size,
+        unroll_microbatches=unroll,
     )
     return flat(grads), stats
 

@@ -90,6 +90,19 @@ def test_unreachable_target_is_an_error_not_a_traceback(capsys):
                 "--seed",
             ],
         ),
+        ("compare", ["--config", "--only", "--workdir", "--no-progress"]),
+        (
+            "audit",
+            [
+                "--epsilon",
+                "--seeds",
+                "--canaries",
+                "--steps",
+                "--sampling-rate",
+                "--confidence",
+                "--workdir",
+            ],
+        ),
     ],
 )
 def test_help_explains_every_option(capsys, command, options):
@@ -230,3 +243,34 @@ def test_train_saves_checkpoints_in_a_relative_workdir(capsys, tmp_path, monkeyp
     assert code == 0, err
     assert out.startswith("training on 1 cpu device(s) in 1 process(es)\n")
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1", "2"]
+
+
+def test_audit_writes_its_table_and_fails_when_an_audit_misses(capsys, tmp_path, monkeypatch):
+    from jaxpriv import audit
+
+    def result(placement, epsilon, found):
+        return {
+            "mode": "maskdp",
+            "placement": placement,
+            "seed": 0,
+            "noise_multiplier": 1.0,
+            "epsilon": epsilon,
+            "epsilon_lower_bound": found,
+            "confidence": 0.95,
+            "r": 20,
+            "v": 20,
+            "precision": 1.0,
+            "leak_expected": placement == "public",
+            "seconds": 1.0,
+        }
+
+    outcome = [result("sensitive", 2.0, 0.0), result("public", 2.0, 3.0)]
+    monkeypatch.setattr(audit, "audit_suite", lambda *args, **kwargs: outcome)
+    assert cli.main(["audit", "--workdir", str(tmp_path)]) == 0
+    assert "pass (leak found)" in capsys.readouterr().out
+    assert (tmp_path / "audit.md").read_text().count("| maskdp |") == 2
+    outcome[1] = result("public", 2.0, 0.5)  # the self-test misses the leak
+    assert cli.main(["audit"]) == 2
+    captured = capsys.readouterr()
+    assert "FAIL: leak missed" in captured.out
+    assert "1 of 2 audits did not find what they should" in captured.err

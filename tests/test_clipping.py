@@ -71,6 +71,16 @@ def test_microbatching_does_not_change_the_sum(mode):
 
 
 @pytest.mark.parametrize("mode", ["none", "dpsgd", "maskdp"])
+def test_unrolled_microbatches_give_the_scanned_sum(mode):
+    batch = make_batch()
+    batch["weight"] = jnp.array([1.0, 1.0, 0.0, 0.0])  # the second micro-batch is all padding
+    scanned, scanned_stats = dp_sum("resnet", batch, mode)
+    unrolled, unrolled_stats = dp_sum("resnet", batch, mode, unroll=True)
+    np.testing.assert_allclose(unrolled, scanned, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(unrolled_stats["loss"], scanned_stats["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["none", "dpsgd", "maskdp"])
 def test_padding_example_changes_nothing(mode):
     batch = make_batch(n=4)
     padded = jax.tree.map(lambda x: jnp.concatenate([x[:2], x[:2]]), make_batch(n=4, seed=1))

@@ -161,3 +161,15 @@ def test_model_init_from_a_finished_run_starts_from_its_parameters(tmp_path, cap
     second.model.init_from = str(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         loop.train(second, str(tmp_path / "second"), progress=False)
+
+
+def test_microbatch_loop_unrolls_convolutional_models_on_cpu():
+    config = config_lib.default_config()
+    assert not loop.unroll_microbatches(config)  # video ViT: scan
+    config.model.name = "resnet"
+    assert loop.unroll_microbatches(config)  # conv on CPU: unroll (jax-ml/jax#12868)
+    config.train.microbatch_loop = "scan"
+    assert not loop.unroll_microbatches(config)
+    config.train.microbatch_loop = "while"
+    with pytest.raises(ValueError, match="'auto', 'scan' or 'unroll', got 'while'"):
+        loop.unroll_microbatches(config)

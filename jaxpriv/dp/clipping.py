@@ -16,6 +16,7 @@ only of padding (weight 0) are skipped. ``weight`` is 1 for real examples and 0
 for padding, which contributes exactly nothing.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -96,11 +97,21 @@ def nonprivate_microbatch_sum(loss_fn: LossFn, params: PyTree, batch: Batch):
     return grads, {"loss": loss}
 
 
-def accumulate(microbatch_sum: Callable, params: PyTree, batch: Batch, microbatch_size: int):
-    """Adds ``microbatch_sum(params, mb)`` over consecutive micro-batches of ``batch`` with ``lax.scan``.
+def accumulate(
+    microbatch_sum: Callable,
+    params: PyTree,
+    batch: Batch,
+    microbatch_size: int,
+    unroll: bool = False,
+):
+    """Adds ``microbatch_sum(params, mb)`` over consecutive micro-batches of ``batch``.
 
-    The batch's leading size must be a multiple of ``microbatch_size``. Micro-batches
-    whose weights are all zero (padding) are skipped at run time.
+    The batch's leading size must be a multiple of ``microbatch_size``. By default a
+    ``lax.scan`` runs the micro-batches (compiled once, whatever their number) and skips those
+    whose weights are all zero (padding) at run time. ``unroll=True`` writes one copy of the
+    micro-batch computation per micro-batch instead, with no loop and no skipping: XLA's CPU
+    backend runs convolutions inside loop or conditional bodies about ten times slower than at
+    the top level (jax-ml/jax#12868), which unrolling avoids for convolutional models.
     """
     size = batch["weight"].shape[0]
     if size % microbatch_size:
@@ -110,6 +121,12 @@ def accumulate(microbatch_sum: Callable, params: PyTree, batch: Batch, microbatc
     micro = jax.tree.map(
         lambda x: x.reshape(size // microbatch_size, microbatch_size, *x.shape[1:]), batch
     )
+    if unroll:
+        parts = [
+            microbatch_sum(params, jax.tree.map(lambda x, i=i: x[i], micro))
+            for i in range(size // microbatch_size)
+        ]
+        return jax.tree.map(lambda *xs: functools.reduce(jnp.add, xs), *parts)
     zeros = jax.tree.map(
         jnp.zeros_like, jax.eval_shape(microbatch_sum, params, jax.tree.map(lambda x: x[0], micro))
     )

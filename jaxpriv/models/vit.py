@@ -150,7 +150,7 @@ class ViT(nn.Module):
             private = jnp.take_along_axis(private, kept_first, axis=1)
         if self.split_streams:
             return self._split_streams(tokens, keep, private)
-        return self._class_token(tokens, keep)
+        return self._class_token(tokens, None if drop is None else keep)
 
     def _encode(self, tokens, mask):
         for i in range(self.depth):
@@ -158,11 +158,14 @@ class ViT(nn.Module):
         return nn.LayerNorm(name="final_norm")(tokens)
 
     def _class_token(self, tokens, keep):
+        """``keep=None``: every token is present, and attention needs no mask."""
         batch = tokens.shape[0]
         cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, self.width))
         tokens = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)), tokens], 1)
-        keep = jnp.concatenate([jnp.ones((batch, 1), bool), keep], 1)
-        encoded = self._encode(tokens, keep[:, None, None, :])
+        mask = None
+        if keep is not None:
+            mask = jnp.concatenate([jnp.ones((batch, 1), bool), keep], 1)[:, None, None, :]
+        encoded = self._encode(tokens, mask)
         return nn.Dense(self.num_classes, name="head")(encoded[:, 0])
 
     def _split_streams(self, tokens, keep, private):

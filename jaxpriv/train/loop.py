@@ -172,14 +172,19 @@ def dataset_folder(data: ml_collections.ConfigDict, name: str):
     return folder
 
 
-def make_optimizer(train: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
+def learning_rate_schedule(train: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+    """Linear warm-up to ``train.learning_rate``, then cosine decay to a tenth of it."""
+    return optax.warmup_cosine_decay_schedule(
         0.0,
         train.learning_rate,
         train.warmup_steps,
         max(steps, train.warmup_steps + 1),
         end_value=0.1 * train.learning_rate,
     )
+
+
+def make_optimizer(train: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
+    schedule = learning_rate_schedule(train, steps)
     if train.optimizer == "adam":
         return optax.adam(schedule)
     if train.optimizer == "adamw":
@@ -227,8 +232,21 @@ def build_step(
         clip_norm=dp.clip_norm,
         public_clip_norm=None if math.isinf(dp.public_clip_norm) else dp.public_clip_norm,
         microbatch_size=plan.microbatch_size,
+        unroll_microbatches=unroll_microbatches(config),
     )
     return model, state, train_step
+
+
+def unroll_microbatches(config: ml_collections.ConfigDict) -> bool:
+    """Whether ``train.microbatch_loop`` (see the default config) unrolls the micro-batches."""
+    loop_kind = config.train.microbatch_loop
+    if loop_kind == "auto":
+        return config.model.name == "resnet" and jax.default_backend() == "cpu"
+    if loop_kind not in ("scan", "unroll"):
+        raise ValueError(
+            f"train.microbatch_loop must be 'auto', 'scan' or 'unroll', got {loop_kind!r}"
+        )
+    return loop_kind == "unroll"
 
 
 def with_pretrained(state: TrainState, path: str) -> TrainState:

@@ -60,8 +60,12 @@ def gradient_sum(
     clip_norm: float,
     public_clip_norm: float | None,
     microbatch_size: int,
+    unroll_microbatches: bool = False,
 ):
-    """Σ over real examples of their (clipped) gradients, and summed statistics."""
+    """Σ over real examples of their (clipped) gradients, and summed statistics.
+
+    ``unroll_microbatches``: see ``jaxpriv.dp.clipping.accumulate``.
+    """
     if mode == "none":
         microbatch_sum = partial(clipping.nonprivate_microbatch_sum, loss_fn)
     elif mode in ("dpsgd", "maskdp"):
@@ -74,7 +78,9 @@ def gradient_sum(
         )
     else:
         raise ValueError(f"unknown dp mode {mode!r}; choose one of {MODES}")
-    return clipping.accumulate(microbatch_sum, params, batch, microbatch_size)
+    return clipping.accumulate(
+        microbatch_sum, params, batch, microbatch_size, unroll=unroll_microbatches
+    )
 
 
 def make_train_step(

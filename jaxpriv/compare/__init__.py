@@ -1,0 +1,1 @@
+"""Comparison of jaxpriv with PyTorch and Opacus."""
