@@ -46,9 +46,10 @@ def torch_optimizer(parameters, train: ml_collections.ConfigDict):
 def opacus_train(config: ml_collections.ConfigDict, *, progress: bool = True) -> dict:
     """Trains ``config`` (DP-SGD) in PyTorch with Opacus; returns test accuracy, ε, time."""
     import torch
-    from jaxpriv.compare.torch_models import from_flax
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
+
+    from jaxpriv.compare.torch_models import from_flax
 
     start = time.time()
     train_source, test_source, num_classes = loop.load_data(config.data)
