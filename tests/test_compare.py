@@ -112,3 +112,12 @@ def test_cli_compare_rejects_unknown_config_key(tmp_path, capsys):
     argv = ["compare", "--only", "accounting", "--workdir", str(tmp_path), "--config.sedes=1"]
     assert cli.main(argv) == 2
     assert "unknown config key 'sedes'" in capsys.readouterr().err
+
+
+def test_gradient_parity_part_writes_json(tmp_path):
+    config = harness.default_config()
+    config.gradient_models = ("resnet",)
+    report = harness.run(config, ["gradients"], str(tmp_path), progress=False)
+    (result,) = json.loads((tmp_path / "gradients.json").read_text())
+    assert result["update_rel_error"] < 1e-5
+    assert "resnet" in report

@@ -95,6 +95,13 @@ TITLES = {
 }
 
 
+def _plain(value):
+    """JSON form of NumPy arrays and scalars (``tolist`` turns either into Python values)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
+
+
 def run(config: ml_collections.ConfigDict, parts, workdir: str, *, progress: bool = True) -> str:
     """Runs ``parts`` (a subset of ``PARTS``, in that order) and returns the Markdown report."""
     unknown = set(parts) - set(PARTS)
@@ -109,7 +116,7 @@ def run(config: ml_collections.ConfigDict, parts, workdir: str, *, progress: boo
                 warnings.filterwarnings("ignore", message=message)
             result, table = compute(config, workdir, progress)
         with open(os.path.join(workdir, f"{part}.json"), "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(result, f, indent=1, default=_plain)
         sections.append(f"## {title}\n\n{table}\n")
     report = "\n".join(sections)
     with open(os.path.join(workdir, "compare.md"), "w") as f:
