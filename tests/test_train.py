@@ -7,6 +7,7 @@ import pytest
 from jaxpriv import config as config_lib
 from jaxpriv.data import pipeline
 from jaxpriv.dp import accounting
+from jaxpriv.models import build_model
 from jaxpriv.train import loop, parallel
 from jaxpriv.train.metrics import read_jsonl
 
@@ -164,12 +165,12 @@ def test_model_init_from_a_finished_run_starts_from_its_parameters(tmp_path, cap
 
 
 def test_microbatch_loop_unrolls_convolutional_models_on_cpu():
-    config = config_lib.default_config()
-    assert not loop.unroll_microbatches(config)  # video ViT: scan
-    config.model.name = "resnet"
-    assert loop.unroll_microbatches(config)  # conv on CPU: unroll (jax-ml/jax#12868)
-    config.train.microbatch_loop = "scan"
-    assert not loop.unroll_microbatches(config)
-    config.train.microbatch_loop = "while"
+    train = config_lib.default_config().train
+    vit, resnet = build_model("video_vit", 8), build_model("resnet", 8)
+    assert not loop.unroll_microbatches(train, vit)  # video ViT: scan
+    assert loop.unroll_microbatches(train, resnet)  # conv on CPU: unroll (jax-ml/jax#12868)
+    train.microbatch_loop = "scan"
+    assert not loop.unroll_microbatches(train, resnet)
+    train.microbatch_loop = "while"
     with pytest.raises(ValueError, match="'auto', 'scan' or 'unroll', got 'while'"):
-        loop.unroll_microbatches(config)
+        loop.unroll_microbatches(train, resnet)

@@ -274,7 +274,3 @@ def parity_table(results: Sequence[dict]) -> str:
             f"| {r['update_rel_error']:.1e} |"
         )
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(parity_table([gradient_parity(name) for name in MODELS]))

@@ -16,19 +16,16 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxpriv.data import schema
+from jaxpriv.data import pipeline, schema
 from jaxpriv.models import build_model
 from jaxpriv.train import loop
 
 
 def read_split(source) -> tuple[np.ndarray, np.ndarray]:
     """(pixels uint8 [N, ...], labels int64 [N]) of a whole data source."""
-    records = [source[i] for i in range(len(source))]
-    pixels = schema.pixel_feature(records[0])
-    return (
-        np.stack([r[pixels] for r in records]),
-        np.array([r[schema.LABEL] for r in records], np.int64),
-    )
+    everything = pipeline.read_batch(source, np.arange(len(source)), np.ones(len(source)))
+    pixels = schema.pixel_feature(everything)
+    return everything[pixels], everything[schema.LABEL].astype(np.int64)
 
 
 def torch_optimizer(parameters, train: ml_collections.ConfigDict):

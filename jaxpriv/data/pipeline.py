@@ -51,7 +51,7 @@ def load_source(
     return dataset.as_data_source(split)
 
 
-def _read_batch(source: Sequence[dict], indices: np.ndarray, weights: np.ndarray) -> Batch:
+def read_batch(source: Sequence[dict], indices: np.ndarray, weights: np.ndarray) -> Batch:
     """Reads and stacks the records at `indices` into one batch (model features only)."""
     records = [source[int(i)] for i in indices]
     names = (schema.pixel_feature(records[0]), schema.LABEL, schema.SENSITIVE)
@@ -65,9 +65,9 @@ def _read_batch(source: Sequence[dict], indices: np.ndarray, weights: np.ndarray
 def _batches(
     source: Sequence[dict], index_fn: IndexFn, steps: range, read_options: grain.ReadOptions
 ) -> Iterator[Batch]:
-    """Iterates over `_read_batch(source, *index_fn(step))` for the steps."""
+    """Iterates over `read_batch(source, *index_fn(step))` for the steps."""
     dataset = grain.MapDataset.range(steps.start, steps.stop).map(
-        lambda step: _read_batch(source, *index_fn(step))
+        lambda step: read_batch(source, *index_fn(step))
     )
     return iter(dataset.to_iter_dataset(read_options))
 

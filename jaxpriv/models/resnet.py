@@ -1,6 +1,7 @@
 """A small ResNet with GroupNorm (no batch statistics, so per-example gradients are exact)."""
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -30,6 +31,7 @@ class ResidualBlock(nn.Module):
 class ResNet(nn.Module):
     """ResNet on ``[B, H, W, 3]``; ``drop`` pixels are replaced by a fixed public fill."""
 
+    convolutional: ClassVar[bool] = True  # see train.microbatch_loop
     num_classes: int
     stage_features: Sequence[int] = (16, 32, 64)
     groups: int = 8

@@ -27,6 +27,7 @@ so this never makes a view depend on dropped content.
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -118,6 +119,7 @@ class EncoderBlock(nn.Module):
 class ViT(nn.Module):
     """Vision transformer on ``[B, H, W, 3]`` images (or ``[B, T, H, W, 3]`` with a 3-D patch)."""
 
+    convolutional: ClassVar[bool] = False  # see train.microbatch_loop
     num_classes: int
     patch: Sequence[int] = (4, 4)
     width: int = 64

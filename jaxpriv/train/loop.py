@@ -9,6 +9,7 @@ import os
 import secrets
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -232,16 +233,17 @@ def build_step(
         clip_norm=dp.clip_norm,
         public_clip_norm=None if math.isinf(dp.public_clip_norm) else dp.public_clip_norm,
         microbatch_size=plan.microbatch_size,
-        unroll_microbatches=unroll_microbatches(config),
+        unroll_microbatches=unroll_microbatches(config.train, model),
     )
     return model, state, train_step
 
 
-def unroll_microbatches(config: ml_collections.ConfigDict) -> bool:
-    """Whether ``train.microbatch_loop`` (see the default config) unrolls the micro-batches."""
-    loop_kind = config.train.microbatch_loop
+def unroll_microbatches(train: ml_collections.ConfigDict, model: nn.Module) -> bool:
+    """Whether ``train.microbatch_loop`` (see the default config) unrolls ``model``'s
+    micro-batches."""
+    loop_kind = train.microbatch_loop
     if loop_kind == "auto":
-        return config.model.name == "resnet" and jax.default_backend() == "cpu"
+        return model.convolutional and jax.default_backend() == "cpu"
     if loop_kind not in ("scan", "unroll"):
         raise ValueError(
             f"train.microbatch_loop must be 'auto', 'scan' or 'unroll', got {loop_kind!r}"
