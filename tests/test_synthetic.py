@@ -132,3 +132,22 @@ def test_generating_many_clips_is_fast():
     start = time.perf_counter()
     synthetic.generate(1000, seed=0)
     assert time.perf_counter() - start < 5
+
+
+def test_keypoints_lie_on_the_figure_facing_the_camera():
+    points = synthetic.keypoints(16, seed=5, frames=4, size=32)
+    figure = synthetic.generate(16, seed=5, frames=4, size=32)[schema.SENSITIVE] == 0
+    assert points.shape == (16, 4, 17, 3)
+    visible = points[..., 2] == 2
+    n, t, k = np.nonzero(visible)
+    rows, cols = np.floor(points[n, t, k, 1]).astype(int), np.floor(points[n, t, k, 0]).astype(int)
+    # A keypoint on a part's edge (continuous coordinates) touches a figure pixel in a 2×2 window.
+    near = np.zeros(len(n), bool)
+    for dr in (-1, 0):
+        for dc in (-1, 0):
+            near |= figure[n, t, np.clip(rows + dr, 0, 31), np.clip(cols + dc, 0, 31)]
+    assert near.all()
+    unlabelled = points[..., 2] == 0
+    assert unlabelled[..., 1:5].all() and not points[unlabelled][:, :2].any()
+    left, right = points[..., 5:17:2, 0], points[..., 6:17:2, 0]  # shoulders .. ankles
+    assert (left > right).all()  # facing the camera: the person's left is on the image's right

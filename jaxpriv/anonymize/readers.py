@@ -520,27 +520,21 @@ def _frames(container, path: Path) -> Iterator[np.ndarray]:
 def read_synthetic(num_clips: int, *, seed: int, frames: int, size: int) -> list[Video]:
     """The embedded synthetic clips (`jaxpriv.data.synthetic`) with each figure as a person.
 
-    Keys are `<class>/<index>.mp4`; the person of each frame is the figure's mask, with its head
-    centre as the nose keypoint (the face region is the head).
+    Keys are `<class>/<index>.mp4`; the person of each frame is the figure's mask with its COCO
+    keypoints (`synthetic.keypoints`: the nose at the head's centre, so the face region is the
+    head; the limbs at the figure's arms and legs).
     """
     data = synthetic.generate(num_clips, seed=seed, frames=frames, size=size)
     figures = data[schema.SENSITIVE] == 0  # sensitivity "background": the figure is not sensitive
-    heads = synthetic.head_centres(num_clips, seed=seed, frames=frames, size=size)
+    points = synthetic.keypoints(num_clips, seed=seed, frames=frames, size=size)
     videos = []
     for index, (clip, label, masks) in enumerate(
         zip(data[schema.VIDEO], data[schema.LABEL], figures)
     ):
         name = synthetic.CLASS_NAMES[label]
         persons = [
-            [Person(mask_box(mask), mask, _nose_keypoint(head), track_id=0)]
-            for mask, head in zip(masks, heads[index])
+            [Person(mask_box(mask), mask, frame_points, track_id=0)]
+            for mask, frame_points in zip(masks, points[index])
         ]
         videos.append(Video(f"{name}/{index:06d}.mp4", None, clip, persons, name))
     return videos
-
-
-def _nose_keypoint(xy: np.ndarray) -> np.ndarray:
-    """COCO keypoints [17, 3] with only the nose labelled, at `xy`."""
-    keypoints = np.zeros((17, 3), np.float32)
-    keypoints[0] = (*xy, 2)
-    return keypoints

@@ -260,15 +260,65 @@ def generate(
     }
 
 
-def head_centres(
+# COCO keypoints (row, col, visibility) of each action's two pose phases, relative to (top of
+# the head, horizontal centre) like the parts above, for a figure facing the camera (its left side
+# on the image's right). Only the nose is labelled on the face (eyes and ears are 0: the face box
+# then follows the nose, as for real persons annotated with a nose only). An arm hidden behind the
+# torso of a walker has visibility 1 (labelled, not visible), at the torso's side.
+_EYES_EARS = [(0, 0, 0)] * 4
+_SHOULDERS = [(4.5, 5, 2), (4.5, -5, 2)]
+_HIPS = [(13.5, 3.5, 2), (13.5, -3.5, 2)]
+_KNEES_ANKLES_TOGETHER = [(16, 2.5, 2), (16, -2.5, 2), (17.5, 2.5, 2), (17.5, -2.5, 2)]
+_KNEES_ANKLES_APART = [(16, 4, 2), (16, -4, 2), (17.5, 4, 2), (17.5, -4, 2)]
+# (left elbow, right elbow, left wrist, right wrist)
+_ARMS_WALK = [(6, 8, 2), (8, -5, 1), (6, 9.5, 2), (11, -5, 1)]
+_ARMS_JUMP = [(1, 7, 2), (1, -7, 2), (-2.5, 7, 2), (-2.5, -7, 2)]
+_ARMS_WAVE = [(1, 7, 2), (8, -7, 2), (-2.5, 7, 2), (11.5, -7, 2)]
+_ARMS_WAVING = [(4, 9, 2), (8, -7, 2), (-2.5, 9, 2), (11.5, -7, 2)]
+
+
+def _keypoint_phase(arms, legs, head=_HEAD) -> list:
+    elbows, wrists = arms[:2], arms[2:]
+    nose = ((head[0] + head[1]) / 2, (head[2] + head[3]) / 2, 2)  # the head's centre
+    return [nose, *_EYES_EARS, *_SHOULDERS, *elbows, *wrists, *_HIPS, *legs]
+
+
+def _mirror_keypoints(phase: list) -> list:
+    """The mirrored figure, still facing the camera: columns negated, left and right swapped."""
+    swapped = [phase[0]] + [phase[i + 1 - 2 * ((i - 1) % 2)] for i in range(1, len(phase))]
+    return [(row, -col, visibility) for row, col, visibility in swapped]
+
+
+def _keypoint_table() -> np.ndarray:
+    """float32 [NUM_ACTIONS, 2 pose phases, 17, 3]: (row, col, visibility) per keypoint."""
+    walk = [
+        _keypoint_phase(_ARMS_WALK, _KNEES_ANKLES_APART, _HEAD_FORWARD),
+        _keypoint_phase(_ARMS_WALK, _KNEES_ANKLES_TOGETHER, _HEAD_FORWARD),
+    ]
+    jump = _keypoint_phase(_ARMS_JUMP, _KNEES_ANKLES_TOGETHER)
+    wave = [
+        _keypoint_phase(_ARMS_WAVE, _KNEES_ANKLES_TOGETHER),
+        _keypoint_phase(_ARMS_WAVING, _KNEES_ANKLES_TOGETHER),
+    ]
+    poses = [walk, [_mirror_keypoints(phase) for phase in walk], [jump, jump], wave]
+    return np.array(poses, dtype=np.float32)
+
+
+_KEYPOINTS = _keypoint_table()
+
+
+def keypoints(
     num_examples: int, *, seed, frames: int = DEFAULT_FRAMES, size: int = DEFAULT_SIZE
 ) -> np.ndarray:
-    """Where the figures' heads are in the video clips of `generate` with the same arguments.
+    """COCO keypoints of the figures in the video clips of `generate` with the same arguments.
 
-    Returns float [N, T, 2] (x, y) in pixel coordinates (pixel (i, j) spans [j, j+1) × [i, i+1)).
+    Returns float32 [N, T, 17, 3]: (x, y, visibility) in pixel coordinates (pixel (i, j) spans
+    [j, j+1) × [i, i+1)); the nose is the head's centre; unlabelled points are (0, 0, 0) as
+    in COCO.
     """
     scenes = _sample_scenes(np.random.default_rng(seed), num_examples, frames, size)
-    head = _POSES[scenes["action"][:, None], scenes["pose_phase"]][..., 0, :]  # N,T,4
-    x = scenes["centre"] + (head[..., 2] + head[..., 3]) / 2
-    y = scenes["top"] + (head[..., 0] + head[..., 1]) / 2
-    return np.stack([x, y], axis=-1).astype(np.float32)
+    table = _KEYPOINTS[scenes["action"][:, None], scenes["pose_phase"]]  # N,T,17,3
+    x = scenes["centre"][..., None] + table[..., 1]
+    y = scenes["top"][..., None] + table[..., 0]
+    labelled = table[..., 2] > 0
+    return np.stack([x * labelled, y * labelled, table[..., 2]], axis=-1).astype(np.float32)
