@@ -2,7 +2,7 @@
 
 jaxpriv train --config configs/anonymized_maskdp.py --config.data.name=OUT/tfds/anonymized/image/1.0.0
 
-Only pixels whose content depends on no real pixel (mask-out) are public; every pixel still
+Only pixels whose content depends on no real pixel (mask-out, avatar bodies) are public; every pixel still
 derived from the real image (blurred, pixelated, inpainted) is protected. Labels and the region
 masks are public and not protected.
 """

@@ -328,23 +328,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument(
         "--method",
-        choices=["blur", "pixelate", "maskout", "inpaint", "none"],
+        choices=["blur", "pixelate", "maskout", "inpaint", "realistic", "avatar", "none"],
         default="blur",
-        help="how the region is replaced (default blur); none keeps the original pixels (the "
-        "reference dataset of an anonymization study, with the same records and splits)",
+        help="how the region is replaced (default blur): blur, pixelate, maskout (a constant "
+        "colour), inpaint (OpenCV from the surroundings), realistic (Stable Diffusion "
+        "inpainting; needs --weights), avatar (a rendered synthetic body in the person's pose "
+        "over the inpainted background; needs --region body); none keeps the original pixels "
+        "(the reference dataset of an anonymization study, with the same records and splits)",
     )
     anonymize.add_argument(
         "--histogram",
-        choices=["none", "equalize", "match"],
+        choices=["none", "equalize", "match", "latent"],
         default="none",
-        help="fit the new content to its surroundings (default none)",
+        help="fit the new content to its surroundings (default none): equalize (the region's "
+        "value histogram), match (each channel's histogram to the ring around the region), "
+        "latent (realistic: optimise the diffusion's initial latent until the region's "
+        "saturation and value histograms match the ring's)",
+    )
+    anonymize.add_argument(
+        "--weights",
+        default="",
+        help="realistic (required), avatar (optional: background inpainting and --refine): a "
+        "local folder with a diffusers Stable Diffusion inpainting pipeline; nothing is "
+        "downloaded; fp16 on GPU, fp32 on CPU",
+    )
+    anonymize.add_argument(
+        "--controlnet",
+        default="",
+        help="realistic: a local folder with a pose ControlNet; the person's keypoints, drawn "
+        "as a skeleton, condition the inpainting",
+    )
+    anonymize.add_argument(
+        "--diffusion-steps", type=int, default=20, help="denoising steps (default 20)"
+    )
+    anonymize.add_argument(
+        "--body",
+        choices=["anny", "smplh"],
+        default="anny",
+        help="avatar: body model; anny (default; its CC0 data ships in its wheel, works "
+        "offline) or smplh (the licensed SMPL-H files through smplx; needs --body-model)",
+    )
+    anonymize.add_argument(
+        "--body-model", default="", help="avatar, smplh: the SMPL-H model file or its folder"
+    )
+    anonymize.add_argument(
+        "--refine",
+        type=float,
+        default=0.0,
+        help="avatar: strength in [0, 1) of a final img2img diffusion pass over the avatar "
+        "(needs --weights; default 0: none). Refined avatar pixels read the real "
+        "surroundings, so they stay sensitive",
     )
     anonymize.add_argument(
         "--sensitivity",
         choices=["real", "none", "all"],
         default="real",
-        help="real: pixels still derived from the real image are sensitive "
-        "(MaskDP); none: all public; all: all sensitive (default real)",
+        help="real: pixels still derived from the real image are sensitive (MaskDP), only "
+        "maskout regions and avatar bodies are public; none: all public; all: all sensitive "
+        "(default real)",
     )
     anonymize.add_argument(
         "--detector",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -48,7 +49,10 @@ from jaxpriv.anonymize.tfds_writer import write_tfds
 from jaxpriv.data import schema
 
 SENSITIVITY_POLICIES = ("real", "none", "all")
-HISTOGRAM_MODES = ("none", "equalize", "match")
+HISTOGRAM_MODES = ("none", "equalize", "match", "latent")
+GENERATIVE_METHODS = ("realistic", "avatar")  # need models: see `Models`
+METHOD_NAMES = (*traditional.METHODS, *GENERATIVE_METHODS)
+BODIES = ("anny", "smplh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,11 +60,13 @@ class Options:
     """What a run does; saved with the shards so that a resume cannot mix settings."""
 
     region: str = "face"  # "face" | "body"
-    method: str = "blur"  # a name in traditional.METHODS
+    method: str = "blur"  # a name in METHOD_NAMES
     detector: str = detect.DEFAULT_DETECTOR  # faces of samples without keypoints
     dilate: int = 0  # body: grow person masks by this many px
     expand_box: float = 0.0  # body: also cover the box enlarged by this fraction
-    histogram: str = "none"  # "none" | "equalize" | "match" (fit new content to its surroundings)
+    # Fit new content to its surroundings: "none" | "equalize" | "match" | "latent" (realistic:
+    # optimise the diffusion's initial latent so the region's colour histograms match the ring's)
+    histogram: str = "none"
     sensitivity: str = "real"  # see the module docstring
     size: int = 64  # TFDS records are resized (shorter side) and centre-cropped to size×size
     clip_frames: int = 8  # videos: frames per record
@@ -69,19 +75,56 @@ class Options:
     max_clips: int = 0  # videos: at most this many clips per video, from its start (0: all)
     test_fraction: float = 0.1  # share of keys (by hash) in the test split
     seed: int = 0
+    weights: str = ""  # diffusers inpainting weights folder: realistic (needed), avatar (optional)
+    controlnet: str = ""  # realistic: a pose ControlNet folder (optional)
+    diffusion_steps: int = 20  # realistic, avatar with weights: denoising steps
+    body: str = "anny"  # avatar: body model, "anny" (offline) or "smplh" (needs body_model)
+    body_model: str = ""  # avatar, smplh: the licensed SMPL-H model file or folder
+    refine: float = 0.0  # avatar: img2img strength of the diffusion refinement (needs weights)
 
     def check(self) -> None:
         for name, value, choices in [
             ("region", self.region, regions.REGIONS),
-            ("method", self.method, tuple(traditional.METHODS)),
+            ("method", self.method, METHOD_NAMES),
             ("histogram", self.histogram, HISTOGRAM_MODES),
             ("sensitivity", self.sensitivity, SENSITIVITY_POLICIES),
+            ("body", self.body, BODIES),
         ]:
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
-        for name in ("size", "clip_frames", "frame_stride"):
+        for name in ("size", "clip_frames", "frame_stride", "diffusion_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for problem, message in [
+            (
+                self.method == "realistic" and not self.weights,
+                "method realistic needs weights: a local Stable Diffusion inpainting folder "
+                "(--weights PATH; nothing is downloaded)",
+            ),
+            (
+                self.histogram == "latent" and self.method != "realistic",
+                "histogram latent optimises a diffusion latent: it needs method realistic",
+            ),
+            (
+                self.controlnet and self.method != "realistic",
+                "controlnet conditions the realistic method only",
+            ),
+            (
+                self.method == "avatar" and self.region != "body",
+                "method avatar replaces whole persons: use region body",
+            ),
+            (
+                not 0 <= self.refine < 1 or (self.refine > 0 and not self.weights),
+                f"refine must be in [0, 1) and needs weights (the diffusion model), got "
+                f"{self.refine} with weights {self.weights!r}",
+            ),
+            (
+                self.method == "avatar" and self.body == "smplh" and not self.body_model,
+                "body smplh needs body_model: the licensed SMPL-H model file or folder",
+            ),
+        ]:
+            if problem:
+                raise ValueError(message)
 
 
 def key_seed(seed: int, key: str) -> int:
@@ -113,25 +156,114 @@ def find_region(
 
 
 def is_public_content(options: Options) -> bool:
-    """Whether the anonymized region depends on no real pixel (then it is public under MaskDP).
+    """Whether the new content depends on no real pixel (then it is public under MaskDP).
 
-    Histogram matching copies the statistics of the real surroundings into the region, so it
-    makes any method's region data-dependent; equalization only uses the region itself.
+    Mask-out fills the region with data-independent content; an avatar's pixels depend only on
+    the annotated pose and box, which MaskDP treats as public like the mask itself. Histogram
+    matching copies the statistics of the real surroundings into the region, and so does a
+    refinement or an equalization of the avatar together with its inpainted background; blur,
+    pixelation and (classical or diffusion) inpainting read the real pixels.
     """
-    return traditional.METHODS[options.method].data_independent and options.histogram != "match"
+    if options.method == "avatar":
+        return options.histogram == "none" and options.refine == 0
+    method = traditional.METHODS.get(options.method)  # None: realistic
+    return method is not None and method.data_independent and options.histogram != "match"
 
 
-def anonymize_image(image: np.ndarray, region: np.ndarray, options: Options, seed: int):
-    """(anonymized uint8 HxWx3, public bool HxW): the method, then the histogram fit."""
-    images, masks = torch.from_numpy(image)[None], torch.from_numpy(region)[None]
-    random = traditional.METHODS[options.method].random
-    extra = {"generator": torch.Generator().manual_seed(seed)} if random else {}
-    out = traditional.anonymize(images, masks, options.method, **extra)
+class Models:
+    """The models of the generative methods, built on first use (once per worker process)."""
+
+    def __init__(self, options: Options):
+        self.options = options
+
+    @functools.cached_property
+    def inpainter(self):
+        from jaxpriv.anonymize import realistic
+
+        pipe = realistic.load_pipeline(
+            self.options.weights, controlnet=self.options.controlnet or None
+        )
+        histogram = "latent" if self.options.histogram == "latent" else "none"
+        return realistic.Inpainter(pipe, steps=self.options.diffusion_steps, histogram=histogram)
+
+    @functools.cached_property
+    def avatars(self):
+        from jaxpriv.anonymize.avatar import anonymizer, body
+
+        options = self.options
+        model = body.make_body(options.body, options.body_model or None)
+        with_weights = {}
+        if options.weights:
+            with_weights["background"] = self.inpainter
+            if options.refine:
+                with_weights["refine"] = functools.partial(
+                    self.inpainter.refine, strength=options.refine
+                )
+        return anonymizer.Avatars(model, seed=options.seed, **with_weights)
+
+    def prepare(self) -> None:
+        """Builds, in this process, what the workers would otherwise all build at once: the
+        avatars' body model (its first use builds a cache for minutes)."""
+        if self.options.method == "avatar":
+            _ = self.avatars
+
+
+def generate(
+    image: np.ndarray,
+    region: np.ndarray,
+    models: Models,
+    seed: int,
+    persons: Sequence[readers.Person],
+    key: str,
+    planned=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The realistic or avatar method on one image: (uint8 HxWx3, bool HxW new public pixels).
+
+    ``planned``: a video frame's avatars from ``Avatars.plan_video`` (else fitted here).
+    """
+    if models.options.method == "realistic":
+        keypoints = [p.keypoints for p in persons if p.keypoints is not None and not p.crowd]
+        return models.inpainter(image, region, keypoints=keypoints, seed=seed), np.zeros_like(
+            region
+        )
+    avatars = models.avatars
+    if planned is None:
+        planned = avatars.plan(image.shape, persons, key)
+    return avatars.paint(image, region, planned, seed)
+
+
+def anonymize_image(
+    image: np.ndarray,
+    region: np.ndarray,
+    options: Options,
+    seed: int,
+    *,
+    persons: Sequence[readers.Person] = (),
+    key: str = "",
+    models: Models | None = None,
+    planned=None,
+):
+    """(anonymized uint8 HxWx3, public bool HxW): the method, then the histogram fit.
+
+    The public pixels are the new content that depends on no real pixel (see
+    `is_public_content`); for an avatar they may lie outside ``region``. ``models``: those of
+    the generative methods (needed for them only).
+    """
+    if options.method in GENERATIVE_METHODS:
+        content, new = generate(image, region, models, seed, persons, key, planned)
+        out = torch.from_numpy(content)[None]
+    else:
+        random = traditional.METHODS[options.method].random
+        extra = {"generator": torch.Generator().manual_seed(seed)} if random else {}
+        masks = torch.from_numpy(region)[None]
+        out = traditional.anonymize(torch.from_numpy(image)[None], masks, options.method, **extra)
+        new = region
+    changed = torch.from_numpy(region | new)[None]
     if options.histogram == "equalize":
-        out = histogram.equalize(out, masks)
+        out = histogram.equalize(out, changed)
     elif options.histogram == "match":
-        out = histogram.match_histograms(out, masks)
-    public = region if is_public_content(options) else np.zeros_like(region)
+        out = histogram.match_histograms(out, changed)
+    public = new if is_public_content(options) else np.zeros_like(region)
     return out[0].numpy(), public
 
 
@@ -201,20 +333,28 @@ class VideoWriter:
 
 
 def record_masks(region: np.ndarray, public: np.ndarray, options: Options) -> dict:
-    """The record-size ``sensitive`` and ``region`` masks of one anonymized image or frame."""
+    """The record-size ``sensitive`` and ``region`` masks of one anonymized image or frame; the
+    anonymized region includes the new public pixels (an avatar may reach beyond the person)."""
     return {
         "sensitive": sensitivity_mask(
             resize_public(public, options.size), options.sensitivity
         ).astype(np.uint8),
-        "region": resize_square(region.astype(np.uint8), options.size, cv2.INTER_NEAREST),
+        "region": resize_square(
+            (region | public).astype(np.uint8), options.size, cv2.INTER_NEAREST
+        ),
     }
 
 
-def process_sample(sample: readers.Sample, options: Options, detector, out_dir: Path) -> list:
+def process_sample(
+    sample: readers.Sample, options: Options, detector, out_dir: Path, models: Models | None = None
+) -> list:
     """Anonymizes one image, writes its drop-in file, returns its TFDS record (in a list)."""
     image = sample.image
     region = find_region(sample.persons, image, options, detector)
-    anonymized, public = anonymize_image(image, region, options, key_seed(options.seed, sample.key))
+    seed = key_seed(options.seed, sample.key)
+    anonymized, public = anonymize_image(
+        image, region, options, seed, persons=sample.persons, key=sample.key, models=models
+    )
     write_image_atomically(out_dir / "images" / sample.key, anonymized)
     record = {
         "key": sample.key,
@@ -234,13 +374,23 @@ def tracked_faces(video: readers.Video, options: Options, detector) -> list[list
     return faces
 
 
-def process_video(video: readers.Video, options: Options, detector, out_dir: Path) -> list:
-    """Anonymizes a video frame by frame, writes its drop-in copy, returns its clip records."""
-    faces = None
+def process_video(
+    video: readers.Video, options: Options, detector, out_dir: Path, models: Models | None = None
+) -> list:
+    """Anonymizes a video frame by frame, writes its drop-in copy, returns its clip records.
+
+    Avatars are planned for the whole video first (one identity per track, smoothed poses).
+    """
+    faces = plan = None
     if video.persons is None:  # two passes: detect and track, then anonymize
+        if options.method == "avatar":
+            raise ValueError("no person annotations: an avatar needs the person's mask or box")
         faces = tracked_faces(video, options, detector)
     else:
         tracking.track(video.persons)
+        if options.method == "avatar":
+            shape = next(iter(video.decode())).shape
+            plan = models.avatars.plan_video(video.persons, shape, video.key)
     kept = {name: [] for name in (schema.VIDEO, "sensitive", "region")}
     with VideoWriter(out_dir / "images" / video.key, video.frame_rate) as writer:
         for index, frame in enumerate(video.decode()):
@@ -250,7 +400,16 @@ def process_video(video: readers.Video, options: Options, detector, out_dir: Pat
                 boxes = [detect.Detection(face.box, 1.0) for face in faces[index]]
                 region = detect.detections_to_mask(boxes, frame.shape)
             seed = key_seed(options.seed, f"{video.key}#{index}")
-            anonymized, public = anonymize_image(frame, region, options, seed)
+            anonymized, public = anonymize_image(
+                frame,
+                region,
+                options,
+                seed,
+                persons=[] if faces is not None else video.persons[index],
+                key=f"{video.key}#{index}",
+                models=models,
+                planned=None if plan is None else plan[index],
+            )
             writer.write(anonymized)
             if index % options.frame_stride == 0:
                 kept[schema.VIDEO].append(resize_square(anonymized, options.size, cv2.INTER_AREA))
@@ -289,7 +448,7 @@ RECORD_ERRORS = (ValueError, OSError)  # corrupt images, bad annotations, unread
 
 def _init_worker(options: Options, out_dir: Path, threads: int) -> None:
     torch.set_num_threads(threads)
-    _WORKER.update(options=options, out_dir=out_dir, detector=None)
+    _WORKER.update(options=options, out_dir=out_dir, detector=None, models=Models(options))
 
 
 def _detect_faces(image: np.ndarray) -> list[detect.Detection]:
@@ -314,7 +473,7 @@ def _run_shard(job: tuple[int, list[Unit], str]) -> tuple[int, int, list[dict]]:
     for unit in units:
         process = process_video if isinstance(unit, readers.Video) else process_sample
         try:
-            records += process(unit, options, _detect_faces, out_dir)
+            records += process(unit, options, _detect_faces, out_dir, _WORKER["models"])
         except RECORD_ERRORS as error:
             if on_error == "fail":
                 raise type(error)(f"{unit.key}: {error}") from error
@@ -405,6 +564,7 @@ def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> It
     """
     threads = torch.get_num_threads()
     _init_worker(options, out_dir, 1 if workers > 1 else threads)
+    _WORKER["models"].prepare()
     pending = collections.deque(jobs)
     try:
         if workers == 1 or len(jobs) == 1:

@@ -1,0 +1,255 @@
+"""Avatar anonymization as a whole: identities, video tracks, real photographs, the pipeline.
+
+The steps (body, pose, render, compose) have their own tests; these check how `Avatars` puts
+them together and what `jaxpriv anonymize --method avatar` writes. The real photographs are
+scikit-image's astronaut and matplotlib's Grace Hopper, with person polygons and keypoints
+written by hand from looking at them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from layout_fixtures import make_layout
+
+from jaxpriv.anonymize import detect, pipeline, readers
+from jaxpriv.anonymize.avatar import anonymizer, pose
+from jaxpriv.anonymize.avatar.camera import Camera
+from jaxpriv.data import pipeline as data_pipeline
+
+skimage_data = pytest.importorskip("skimage.data")
+
+# (polygon of the person, {COCO keypoint index: (x, y)}, the face box of test_detect)
+PHOTOS = {
+    "astronaut": (
+        [(140, 5), (310, 5), (320, 150), (305, 190), (370, 300), (380, 512), (10, 512)]
+        + [(15, 300), (100, 220), (140, 150)],
+        {0: (225, 125), 1: (245, 105), 2: (205, 105), 3: (268, 115), 4: (180, 115)}
+        | {5: (330, 260), 6: (110, 250), 7: (350, 400), 8: (55, 400), 9: (300, 480)}
+        | {10: (170, 490)},
+        (178, 62, 272, 178),
+    ),
+    "grace_hopper": (
+        [(140, 20), (380, 20), (385, 170), (355, 300), (340, 335), (480, 380), (512, 440)]
+        + [(512, 600), (0, 600), (10, 420), (70, 365), (170, 330), (150, 250), (140, 150)],
+        {0: (255, 240), 1: (300, 195), 2: (215, 195), 3: (350, 215), 4: (170, 215)}
+        | {5: (440, 390), 6: (80, 390)},
+        (155, 125, 380, 320),
+    ),
+}
+
+
+def _grace_hopper() -> np.ndarray:
+    from matplotlib import cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+def photo_person(name: str) -> tuple[np.ndarray, readers.Person]:
+    image = skimage_data.astronaut() if name == "astronaut" else _grace_hopper()
+    outline, points, _ = PHOTOS[name]
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.array(outline, np.int32)], 1)
+    keypoints = np.zeros((17, 3), np.float32)
+    for index, xy in points.items():
+        keypoints[index] = (*xy, 2)
+    return image, readers.Person(readers.mask_box(mask.astype(bool)), mask.astype(bool), keypoints)
+
+
+@pytest.fixture(scope="module")
+def avatars():
+    from jaxpriv.anonymize.avatar import body
+
+    return anonymizer.Avatars(body.make_body("anny"), seed=0)
+
+
+def test_an_identity_depends_on_the_seed_and_key_only(avatars):
+    body = avatars.body
+    first = anonymizer.draw_identity(body, 0, "clip.mp4@3")
+    again = anonymizer.draw_identity(body, 0, "clip.mp4@3")
+    other = anonymizer.draw_identity(body, 0, "clip.mp4@4")
+    reseeded = anonymizer.draw_identity(body, 1, "clip.mp4@3")
+    assert first.colours == again.colours and first.shape.equal(again.shape)
+    assert first.colours != other.colours and first.colours != reseeded.colours
+    assert first.shape.shape == body.neutral_shape.shape
+
+
+def test_body_parts_skin_head_clothes_and_shoes(avatars):
+    import torch
+
+    body, labels = avatars.body, avatars.parts
+    with torch.no_grad():
+        vertices, _ = body(body.neutral_pose[None], body.neutral_shape[None], torch.zeros(1, 3))
+    assert labels.shape == vertices.shape[1:2]
+    counts = np.bincount(labels, minlength=len(anonymizer.PARTS))
+    assert (counts > 20).all()  # every part has a real share of the mesh
+    y = vertices[0, :, 1].numpy()  # y points down
+    assert labels[y.argmin()] == anonymizer.PARTS.index("skin")  # the top of the head
+    assert labels[y.argmax()] == anonymizer.PARTS.index("shoes")  # the soles
+
+
+def test_a_video_track_keeps_one_identity_and_a_smoothed_pose(avatars):
+    (video,) = readers.read_synthetic(1, seed=0, frames=6, size=32)
+    plan = avatars.plan_video(video.persons, video.frames.shape[1:], video.key)
+    assert [len(frame) for frame in plan] == [1] * 6
+    identities = [frame[0][1] for frame in plan]
+    assert all(identity is identities[0] for identity in identities)
+    planned = np.stack([frame[0][0].translation[0].numpy() for frame in plan])
+    camera = Camera.for_image(32, 32)
+    shapes = identities[0].shape.expand(6, -1)
+    raw = avatars.fit([persons[0] for persons in video.persons], camera, shapes)
+    smoothed = pose.smooth_poses([raw[i] for i in range(6)], anonymizer.SMOOTHING_WINDOW)
+    np.testing.assert_allclose(planned, np.stack([p.translation[0].numpy() for p in smoothed]))
+    jitter = np.abs(np.diff(planned, 2, axis=0)).sum()
+    assert jitter < np.abs(np.diff(raw.translation.numpy(), 2, axis=0)).sum()
+
+
+def face_similarity(a: np.ndarray, b: np.ndarray, box) -> float:
+    """Normalised cross-correlation of two images' grey levels inside ``box``: 1 for the same
+    face, near 0 for unrelated content."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    crops = [
+        cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[y0:y1, x0:x1].astype(float) for image in (a, b)
+    ]
+    a, b = (crop - crop.mean() for crop in crops)
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-9))
+
+
+@pytest.mark.parametrize("name", sorted(PHOTOS))
+def test_no_face_of_the_real_person_is_found_after_avatar(avatars, name):
+    """Detectors find the person's face before; after, any face found where it was is the
+    avatar's (rendered) face, which does not correlate with the real one."""
+    image, person = photo_person(name)
+    face = PHOTOS[name][2]
+    detectors = [detect.make_detector("haar")]
+    try:
+        detectors.append(detect.make_detector("centerface"))
+    except detect.MissingWeightsError:
+        pass
+
+    def real_faces(picture) -> list:
+        found = [d.box for detector in detectors for d in detector(picture)]
+        return [box for box in found if face_similarity(picture, image, box) > 0.5]
+
+    assert any(detect.box_iou(box, face) > 0.3 for box in real_faces(image))
+    blurred = cv2.GaussianBlur(image, (0, 0), 2.0)  # still the same person: still found
+    assert any(detect.box_iou(box, face) > 0.3 for box in real_faces(blurred))
+    planned = avatars.plan(image.shape, [person], name)
+    out, avatar_mask = avatars.paint(image, person.mask, planned, seed=0)
+    assert real_faces(out) == []
+    assert face_similarity(out, image, face) < 0.3
+    assert avatar_mask.sum() > 0.3 * person.mask.sum()  # a body stands where the person was
+    # No original pixel survives inside the person: each is avatar or inpainted background.
+    inside = person.mask
+    assert (np.abs(out.astype(int) - image.astype(int)).sum(-1)[inside] > 0).mean() > 0.99
+
+
+def test_avatar_pixels_are_public_and_the_rest_stays_sensitive(avatars):
+    (video,) = readers.read_synthetic(1, seed=1, frames=1, size=32)
+    frame, (person,) = video.frames[0], video.persons[0]
+    options = pipeline.Options(region="body", method="avatar")
+    models = pipeline.Models(options)
+    models.avatars = avatars  # the module's avatars (same seed): built once
+    region = pipeline.find_region([person], frame, options, None)
+    out, public = pipeline.anonymize_image(
+        frame, region, options, 0, persons=[person], key=video.key, models=models
+    )
+    planned = avatars.plan(frame.shape, [person], video.key)
+    expected, avatar_mask = avatars.paint(frame, region, planned, seed=0)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(public, avatar_mask)
+    assert public.any() and not public.all()
+    sensitive = pipeline.sensitivity_mask(public, options.sensitivity)
+    np.testing.assert_array_equal(sensitive, ~avatar_mask)
+
+
+def _train_maskdp(dataset: str, tmp_path, config_file: str) -> dict:
+    from jaxpriv import cli
+
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            config_file,
+            "--workdir",
+            str(tmp_path / "run"),
+            "--no-progress",
+            f"--config.data.name={dataset}",
+            "--config.dp.mode=maskdp",
+            "--config.train.epochs=1",
+            "--config.train.batch_size=4",
+            "--config.train.microbatch_size=4",
+            "--config.dp.delta=1e-2",
+            "--config.model.kwargs.width=8",
+            "--config.model.kwargs.depth=1",
+            "--config.model.kwargs.mlp_dim=8",
+            "--config.model.kwargs.heads=2",
+        ]
+    )
+    assert code in (0, None)
+    return json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def _anonymize(arguments: list[str], capsys) -> str:
+    from jaxpriv import cli
+
+    code = cli.main(
+        ["anonymize", "--region", "body", "--method", "avatar", "--workers", "1", "--no-progress"]
+        + arguments
+    )
+    assert code in (0, None)
+    return capsys.readouterr().out.split("TFDS dataset: ")[1].split()[0]
+
+
+def test_synthetic_videos_become_an_avatar_dataset_that_maskdp_trains_on(tmp_path, capsys):
+    dataset = _anonymize(
+        [
+            "--format",
+            "synthetic",
+            "--num-clips",
+            "16",
+            "--frames",
+            "2",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+        capsys,
+    )
+    source = data_pipeline.load_source(dataset, "train")
+    record = source[0]
+    assert record["video"].shape == (2, 32, 32, 3)
+    public = record["sensitive"] == 0
+    assert public.any() and (record["region"].astype(bool) | ~public).all()
+    metrics = _train_maskdp(dataset, tmp_path, "configs/video_maskdp.py")
+    assert metrics["mode"] == "maskdp"
+
+
+def test_a_coco_folder_becomes_an_avatar_dataset_that_maskdp_trains_on(tmp_path, capsys):
+    root = make_layout("coco2017", tmp_path / "coco")
+    dataset = _anonymize(
+        [
+            "--format",
+            "coco",
+            "--input",
+            str(root / "train2017"),
+            "--annotations",
+            str(root / "annotations" / "person_keypoints_train2017.json"),
+            "--size",
+            "16",
+            "--test-fraction",
+            "0.3",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+        capsys,
+    )
+    records = list(data_pipeline.load_source(dataset, "train"))
+    with_persons = [r for r in records if r["region"].any()]
+    assert with_persons and all((r["sensitive"] == 0).any() for r in with_persons)
+    metrics = _train_maskdp(dataset, tmp_path, "configs/anonymized_maskdp.py")
+    assert metrics["mode"] == "maskdp"
