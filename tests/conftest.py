@@ -7,3 +7,5 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "jaxpriv-test-xla-cache")
 )
+# The avatar tests' anny body: built once (minutes) and kept outside the user's home.
+os.environ.setdefault("JAXPRIV_ANNY_DIR", os.path.join(tempfile.gettempdir(), "jaxpriv-test-anny"))

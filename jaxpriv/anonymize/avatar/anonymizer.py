@@ -41,6 +41,9 @@ from jaxpriv.anonymize.avatar.render import Renderer
 from jaxpriv.anonymize.readers import Person
 
 SMOOTHING_WINDOW = 5  # frames of the temporal pose smoothing in videos
+# Weight of the frame-to-frame changes when a track's frames are fitted together: without it,
+# frames pick different 3-D solutions of the same 2-D keypoints, which smoothing would average.
+TEMPORAL = 0.01
 SHAPE_SPREAD = 0.2  # standard deviation of an identity's shape around the body's neutral shape
 PARTS = ("skin", "top", "bottom", "shoes")
 # The COCO bones and the part of the body around each: vertices take the part of the nearest
@@ -145,9 +148,12 @@ class Avatars:
         palette = np.array([identity.colours[part] for part in PARTS])
         return palette[self.parts]
 
-    def fit(self, persons: Sequence[Person], camera: Camera, shapes: torch.Tensor) -> FittedPose:
+    def fit(
+        self, persons: Sequence[Person], camera: Camera, shapes: torch.Tensor, temporal: float = 0.0
+    ) -> FittedPose:
         """The poses of ``persons`` with the shapes ``[N, num_shape]``: fitted to their keypoints
-        (all in one batch), or standing bodies in their boxes for those with too few."""
+        (all in one batch; ``temporal``: they are the frames of one track, see
+        `pose.fit_pose`), or standing bodies in their boxes for those with too few."""
         fits = [
             p.keypoints is not None and (p.keypoints[:, 2] > 0).sum() >= pose.MIN_VISIBLE
             for p in persons
@@ -157,7 +163,9 @@ class Avatars:
         poses = {}
         if fitted_ones:
             keypoints = np.stack([persons[i].keypoints for i in fitted_ones])
-            fitted = pose.fit_pose(self.body, keypoints, camera, shape=shapes[fitted_ones])
+            fitted = pose.fit_pose(
+                self.body, keypoints, camera, shape=shapes[fitted_ones], temporal=temporal
+            )
             poses.update((i, fitted[k]) for k, i in enumerate(fitted_ones))
         if boxed_ones:
             boxes = np.array([persons[i].box for i in boxed_ones], np.float32)
@@ -181,7 +189,8 @@ class Avatars:
         self, frames: Sequence[Sequence[Person]], shape: tuple[int, ...], key: str
     ) -> list[Planned]:
         """The avatars of every frame of a video: one identity per track, the track's poses
-        fitted (all its frames in one batch) and smoothed over time."""
+        fitted together (all its frames in one batch, kept close from frame to frame) and
+        smoothed over time."""
         camera = Camera.for_image(*shape[:2])
         tracks: dict[int, list[tuple[int, Person]]] = {}
         for index, persons in enumerate(frames):
@@ -192,22 +201,26 @@ class Avatars:
         for track, seen in tracks.items():
             identity = draw_identity(self.body, self.seed, f"{key}@{track}")
             shapes = identity.shape.expand(len(seen), -1)
-            fitted = self.fit([person for _, person in seen], camera, shapes)
+            fitted = self.fit([person for _, person in seen], camera, shapes, TEMPORAL)
             smoothed = pose.smooth_poses([fitted[i] for i in range(len(seen))], SMOOTHING_WINDOW)
             for (index, _), fitted_pose in zip(seen, smoothed):
                 plan[index].append((fitted_pose, identity))
         return plan
+
+    def meshes(self, planned: Planned) -> list:
+        """The camera-frame meshes of the planned avatars, coloured by their identities."""
+        with torch.no_grad():
+            return [
+                (fitted.posed(self.body)[0][0].numpy(), self.body.faces, self.colours(who))
+                for fitted, who in planned
+            ]
 
     def paint(
         self, image: np.ndarray, region: np.ndarray, planned: Planned, seed: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Steps 3–6 for one image: (uint8 [H, W, 3], bool [H, W] avatar pixels)."""
         height, width = image.shape[:2]
-        with torch.no_grad():
-            meshes = [
-                (fitted.posed(self.body)[0][0].numpy(), self.body.faces, self.colours(who))
-                for fitted, who in planned
-            ]
+        meshes = self.meshes(planned)
         rendering = self.renderer.render(meshes, Camera.for_image(height, width), height, width)
         method = (
             "opencv" if self.background is None else functools.partial(self.background, seed=seed)

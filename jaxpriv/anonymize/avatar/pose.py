@@ -163,6 +163,7 @@ def fit_pose(
     torso_steps: int = 15,
     pose_prior: float = 1e-4,
     shape_prior: float = 1e-3,
+    temporal: float = 0.0,
 ) -> FittedPose:
     """Fits orientation, body pose, translation (and shape) to COCO keypoints ``[N, 17, 3]``.
 
@@ -173,7 +174,10 @@ def fit_pose(
     keypoints from :func:`_initial_guess` (skipped with ``init``), then ``steps`` iterations of
     all parameters on all keypoints. ``shape`` ``[num_shape]`` or ``[N, num_shape]`` fixes the
     shape (one identity per track); ``init``: a previous fit of the same persons (warm start
-    for the next video frame). Every person needs :data:`MIN_VISIBLE` visible keypoints.
+    for the next video frame). ``temporal > 0``: the persons are the consecutive frames of one
+    track, fitted together with ``temporal ·`` :func:`_frame_to_frame` added, so that the
+    frames agree on one 3-D solution where 2-D keypoints leave several. Every person needs
+    :data:`MIN_VISIBLE` visible keypoints.
     """
     keypoints = _as_keypoints(keypoints)
     points, weights = keypoints[..., :2], keypoints[..., 2].clamp(0, 1)
@@ -210,10 +214,19 @@ def fit_pose(
         prior = pose_prior * ((fitted.pose - body.neutral_pose) / body.pose_scale).square().sum()
         if not fixed_shape:
             prior = prior + shape_prior * (fitted.shape - body.neutral_shape).square().sum()
+        if temporal:
+            prior = prior + temporal * _frame_to_frame(fitted)
         return data_loss(weights) + prior
 
     _minimise(loss, free, steps)
     return FittedPose(*(f.detach() for f in fitted._fields()))
+
+
+def _frame_to_frame(fitted: FittedPose) -> torch.Tensor:
+    """Sum of the squared changes of orientation, pose and translation (m) between consecutive
+    persons."""
+    fields = fitted.global_orient, fitted.pose, fitted.translation
+    return sum(field.diff(dim=0).square().sum() for field in fields)
 
 
 def reprojection_error(
