@@ -70,7 +70,8 @@ def count_visible(keypoints) -> torch.Tensor:
 def _facing_away(points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Bool ``[N]``: the person's left shoulder/hip is left of the right one in the image."""
     sides = sum(
-        (points[:, l, 0] - points[:, r, 0]) * weights[:, l] * weights[:, r] for l, r in _LEFT_RIGHT
+        (points[:, left, 0] - points[:, right, 0]) * weights[:, left] * weights[:, right]
+        for left, right in _LEFT_RIGHT
     )
     return sides < 0
 

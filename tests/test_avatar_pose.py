@@ -1,0 +1,136 @@
+"""3-D pose from 2-D keypoints: fitting recovers a known pose, boxes, smoothing.
+
+The body is the synthetic SMPL-H model of `body_fixtures` (fast, and its joints are exactly
+known); the anny body is fitted in `test_avatar`.
+"""
+
+from __future__ import annotations
+
+import body_fixtures
+import numpy as np
+import pytest
+import torch
+
+from jaxpriv.anonymize.avatar import body, pose
+from jaxpriv.anonymize.avatar.camera import Camera
+
+CAMERA = Camera.for_image(256, 256)
+# Bound on the mean distance (m) between the fitted and the true 3-D keypoints, camera frame:
+# the fit sees only 2-D keypoints, so depth and body size trade off a little.
+MEAN_JOINT_ERROR = 0.06
+ROOT_ALIGNED_ERROR = 0.05  # the same with both skeletons' hip centres aligned
+
+
+@pytest.fixture(scope="module")
+def smplh(tmp_path_factory):
+    return body.make_body("smplh", body_fixtures.write_smplh_model(tmp_path_factory.mktemp("m")))
+
+
+def known_pose(model, orient) -> pose.FittedPose:
+    """Arms raised above the T-pose (the neutral pose has them down) and bent, legs apart;
+    4 m in front of the camera."""
+    rotations = torch.zeros(model.num_pose)
+    # (SMPL joint, axis, angle): shoulders, elbows and hips about the forward axis.
+    for joint, axis, angle in [(16, 2, 0.5), (17, 2, -0.3), (18, 2, 1.0), (19, 2, -1.2)] + [
+        (1, 2, 0.35),
+        (2, 2, -0.2),
+    ]:
+        rotations[3 * (joint - 1) + axis] = angle
+    return pose.FittedPose(
+        torch.tensor([orient]),
+        rotations[None],
+        model.neutral_shape[None],
+        torch.tensor([[0.1, 0.2, 4.0]]),
+    )
+
+
+def projected(model, fitted: pose.FittedPose, visibility: float = 2.0) -> torch.Tensor:
+    with torch.no_grad():
+        _, keypoints = fitted.posed(model)
+    flags = torch.full((*keypoints.shape[:2], 1), visibility)
+    return torch.cat([CAMERA.project(keypoints), flags], -1)
+
+
+def joint_errors(model, fitted, truth) -> tuple[float, float]:
+    """(mean 3-D keypoint error, the same after aligning the hip centres), metres."""
+    with torch.no_grad():
+        (_, ours), (_, theirs) = fitted.posed(model), truth.posed(model)
+    hips = slice(11, 13)
+    aligned = (ours - ours[:, hips].mean(1, keepdim=True)) - (
+        theirs - theirs[:, hips].mean(1, keepdim=True)
+    )
+    return float((ours - theirs).norm(dim=-1).mean()), float(aligned.norm(dim=-1).mean())
+
+
+@pytest.mark.parametrize("orient", [[0.0, 0.0, 0.0], [0.1, 0.3, 0.05]])
+def test_fitting_recovers_a_known_pose_from_its_projected_keypoints(smplh, orient):
+    truth = known_pose(smplh, orient)
+    keypoints = projected(smplh, truth)
+    fitted = pose.fit_pose(smplh, keypoints, CAMERA, shape=smplh.neutral_shape)
+    assert float(pose.reprojection_error(smplh, fitted, keypoints, CAMERA)) < 1.0  # px
+    error, aligned = joint_errors(smplh, fitted, truth)
+    assert error < MEAN_JOINT_ERROR and aligned < ROOT_ALIGNED_ERROR
+    start = pose.place_in_box(smplh, [0, 0, 256, 256], CAMERA)  # the neutral pose, for scale
+    assert joint_errors(smplh, start, truth)[1] > 2 * ROOT_ALIGNED_ERROR  # the fit did the work
+
+
+def test_missing_keypoints_are_ignored(smplh):
+    truth = known_pose(smplh, [0.0, 0.2, 0.0])
+    keypoints = projected(smplh, truth)
+    wrong = keypoints.clone()
+    wrong[0, 1:5] = torch.tensor([500.0, -300.0, 0.0])  # eyes and ears: far away, unlabelled
+    fitted = pose.fit_pose(smplh, wrong, CAMERA, shape=smplh.neutral_shape)
+    error, _ = joint_errors(smplh, fitted, truth)
+    assert error < MEAN_JOINT_ERROR
+    with pytest.raises(ValueError, match="needs 4 visible keypoints"):
+        pose.fit_pose(smplh, keypoints * torch.tensor([1.0, 1.0, 0.0]), CAMERA)
+
+
+def test_a_warm_start_needs_fewer_steps(smplh):
+    truth = known_pose(smplh, [0.0, 0.1, 0.0])
+    keypoints = projected(smplh, truth)
+    first = pose.fit_pose(smplh, keypoints, CAMERA, shape=smplh.neutral_shape)
+    moved = truth
+    moved.translation = truth.translation + torch.tensor([[0.05, 0.0, 0.0]])
+    next_keypoints = projected(smplh, moved)
+    warm = pose.fit_pose(
+        smplh, next_keypoints, CAMERA, shape=smplh.neutral_shape, init=first, steps=5
+    )
+    cold = pose.fit_pose(smplh, next_keypoints, CAMERA, shape=smplh.neutral_shape, steps=5)
+    warm_error = pose.reprojection_error(smplh, warm, next_keypoints, CAMERA)
+    assert warm_error < 1.0 and warm_error < pose.reprojection_error(
+        smplh, cold, next_keypoints, CAMERA
+    )
+
+
+def test_place_in_box_fills_the_box_height_centred(smplh):
+    boxes = np.array([[40.0, 30.0, 100.0, 220.0], [150.0, 100.0, 190.0, 180.0]])
+    placed = pose.place_in_box(smplh, boxes, CAMERA)
+    with torch.no_grad():
+        vertices, _ = placed.posed(smplh)
+    pixels = CAMERA.project(vertices)
+    low, high = pixels.amin(1).numpy(), pixels.amax(1).numpy()
+    np.testing.assert_allclose(high[:, 1] - low[:, 1], boxes[:, 3] - boxes[:, 1], atol=0.5)
+    np.testing.assert_allclose((low + high) / 2, (boxes[:, :2] + boxes[:, 2:]) / 2, atol=0.5)
+
+
+def test_smoothing_keeps_a_constant_track_and_damps_jitter(smplh):
+    truth = known_pose(smplh, [0.0, 0.0, 0.0])
+    constant = [truth] * 7
+    for smoothed in pose.smooth_poses(constant, 5):
+        torch.testing.assert_close(smoothed.pose, truth.pose)
+        torch.testing.assert_close(smoothed.translation, truth.translation)
+    generator = torch.Generator().manual_seed(0)
+    noisy = [
+        pose.FittedPose(
+            truth.global_orient,
+            truth.pose + 0.1 * torch.randn(truth.pose.shape, generator=generator),
+            truth.shape,
+            truth.translation,
+        )
+        for _ in range(12)
+    ]
+    before = torch.stack([p.pose for p in noisy]).diff(dim=0).abs().mean()
+    after = torch.stack([p.pose for p in pose.smooth_poses(noisy, 5)]).diff(dim=0).abs().mean()
+    assert after < 0.5 * before
+    assert pose.smooth_poses(noisy, 1) == noisy
