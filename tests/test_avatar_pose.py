@@ -1,7 +1,7 @@
 """3-D pose from 2-D keypoints: fitting recovers a known pose, boxes, smoothing.
 
-The body is the synthetic SMPL-H model of `body_fixtures` (fast, and its joints are exactly
-known); the anny body is fitted in `test_avatar`.
+The body is mostly the synthetic SMPL-H model of `body_fixtures` (its joints are exactly
+known); one test fits the anny body, with its shape free.
 """
 
 from __future__ import annotations
@@ -72,6 +72,33 @@ def test_fitting_recovers_a_known_pose_from_its_projected_keypoints(smplh, orien
     assert error < MEAN_JOINT_ERROR and aligned < ROOT_ALIGNED_ERROR
     start = pose.place_in_box(smplh, [0, 0, 256, 256], CAMERA)  # the neutral pose, for scale
     assert joint_errors(smplh, start, truth)[1] > 2 * ROOT_ALIGNED_ERROR  # the fit did the work
+
+
+def test_fitting_anny_recovers_a_known_pose_with_a_free_shape():
+    anny = body.make_body("anny")
+    rotations = torch.zeros(anny.num_pose)
+    bones = list(body.ANNY_POSED_BONES)
+    # (bone, rotation): arms raised and bent, a leg apart, in anny's axes (y: the forward axis).
+    for bone, rotation in [
+        ("upperarm01.L", [0.0, -1.0, 0.0]),
+        ("lowerarm01.L", [0.0, -0.8, 0.0]),
+        ("upperarm01.R", [0.0, 0.5, 0.0]),
+        ("lowerarm01.R", [0.0, -0.7, 0.0]),
+        ("upperleg01.R", [0.0, 0.25, 0.0]),
+    ]:
+        index = 3 * bones.index(bone)
+        rotations[index : index + 3] = torch.tensor(rotation)
+    truth = pose.FittedPose(
+        torch.tensor([[0.05, 0.1, 0.15]]),
+        rotations[None],
+        anny.neutral_shape[None],
+        torch.tensor([[0.1, 0.2, 4.0]]),
+    )
+    keypoints = projected(anny, truth)
+    fitted = pose.fit_pose(anny, keypoints, CAMERA)
+    assert float(pose.reprojection_error(anny, fitted, keypoints, CAMERA)) < 1.0  # px
+    error, aligned = joint_errors(anny, fitted, truth)
+    assert error < MEAN_JOINT_ERROR and aligned < ROOT_ALIGNED_ERROR
 
 
 def test_missing_keypoints_are_ignored(smplh):

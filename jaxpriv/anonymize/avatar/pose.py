@@ -170,10 +170,11 @@ def fit_pose(
 
     Minimises, per person, the weighted mean squared reprojection error (through
     ``camera.project``, in metres at the person's initial depth) plus ``pose_prior ·
-    |(pose - body.neutral_pose) / body.pose_scale|²`` plus ``shape_prior · |shape - body.neutral_shape|²``, with
-    L-BFGS: first ``torso_steps`` iterations of orientation and translation on the torso
-    keypoints from :func:`_initial_guess` (skipped with ``init``), then ``steps`` iterations of
-    all parameters on all keypoints. ``shape`` ``[num_shape]`` or ``[N, num_shape]`` fixes the
+    |(pose - body.neutral_pose) / body.pose_scale|²`` (the pose is optimised in these units)
+    plus ``shape_prior · |shape - body.neutral_shape|²``, with L-BFGS: first ``torso_steps``
+    iterations of orientation and translation on the torso keypoints from
+    :func:`_initial_guess` (skipped with ``init``), then ``steps`` iterations of all parameters
+    on all keypoints. ``shape`` ``[num_shape]`` or ``[N, num_shape]`` fixes the
     shape (one identity per track); ``init``: a previous fit of the same persons (warm start
     for the next video frame). ``temporal > 0``: the persons are the consecutive frames of one
     track, fitted together with ``temporal ·`` :func:`_frame_to_frame` added, so that the
@@ -188,39 +189,40 @@ def fit_pose(
     fixed_shape = shape is not None
     shape = (body.neutral_shape if shape is None else torch.as_tensor(shape)).expand(n, -1)
     if init is None:
-        fitted = _initial_guess(body, points, weights, camera, shape.float())
+        start = _initial_guess(body, points, weights, camera, shape.float())
+    elif len(init) != n:
+        raise ValueError(f"init holds {len(init)} persons, keypoints {n}")
     else:
-        if len(init) != n:
-            raise ValueError(f"init holds {len(init)} persons, keypoints {n}")
-        fitted = FittedPose(*(f.detach().clone() for f in init._fields()))
-        if fixed_shape:
-            fitted.shape = shape.float().clone()
-    metres_per_pixel = fitted.translation[:, 2].detach() / camera.focal
+        start = dataclasses.replace(init, shape=shape.float() if fixed_shape else init.shape)
+    metres_per_pixel = start.translation[:, 2] / camera.focal
+    # The pose is optimised in units of body.pose_scale: an isotropic prior, better conditioning.
+    orient, translation = (
+        t.detach().clone().requires_grad_(True) for t in (start.global_orient, start.translation)
+    )
+    shape = start.shape.detach().clone().requires_grad_(not fixed_shape)
+    latent = ((start.pose - body.neutral_pose) / body.pose_scale).detach().requires_grad_(True)
 
-    def data_loss(w):
-        return _reprojection_loss(fitted, body, camera, points, w, metres_per_pixel).sum()
+    def loss(w: torch.Tensor) -> torch.Tensor:
+        fitted = FittedPose(
+            orient, body.neutral_pose + body.pose_scale * latent, shape, translation
+        )
+        total = _reprojection_loss(fitted, body, camera, points, w, metres_per_pixel).sum()
+        total = total + pose_prior * latent.square().sum()
+        if not fixed_shape:
+            total = total + shape_prior * (shape - body.neutral_shape).square().sum()
+        if temporal:
+            total = total + temporal * _frame_to_frame(fitted)
+        return total
 
-    free = [fitted.global_orient, fitted.translation]
-    for p in free:
-        p.requires_grad_(True)
     if init is None and torso_steps > 0:
         torso = _torso_weights(weights)
-        _minimise(lambda: data_loss(torso), free, torso_steps)
-
-    free.append(fitted.pose.requires_grad_(True))
-    if not fixed_shape:
-        free.append(fitted.shape.requires_grad_(True))
-
-    def loss():
-        prior = pose_prior * ((fitted.pose - body.neutral_pose) / body.pose_scale).square().sum()
-        if not fixed_shape:
-            prior = prior + shape_prior * (fitted.shape - body.neutral_shape).square().sum()
-        if temporal:
-            prior = prior + temporal * _frame_to_frame(fitted)
-        return data_loss(weights) + prior
-
-    _minimise(loss, free, steps)
-    return FittedPose(*(f.detach() for f in fitted._fields()))
+        _minimise(lambda: loss(torso), [orient, translation], torso_steps)
+    _minimise(
+        lambda: loss(weights), [orient, translation, latent] + [shape] * (not fixed_shape), steps
+    )
+    with torch.no_grad():
+        pose = body.neutral_pose + body.pose_scale * latent
+    return FittedPose(orient.detach(), pose, shape.detach(), translation.detach())
 
 
 def _frame_to_frame(fitted: FittedPose) -> torch.Tensor:
