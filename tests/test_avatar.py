@@ -20,7 +20,6 @@ from jaxpriv.anonymize.avatar import anonymizer, pose
 from jaxpriv.anonymize.avatar.camera import Camera
 from jaxpriv.data import pipeline as data_pipeline
 
-
 SAME_FACE = 0.5  # face_similarity above which a face is the real person's (blurred: 0.9)
 
 
