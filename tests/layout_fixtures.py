@@ -246,6 +246,19 @@ def _coco2017(root: Path, per_class: int) -> None:
     path.write_text(json.dumps(data))
 
 
+def coco_arguments(root: Path) -> list[str]:
+    """The `jaxpriv anonymize` arguments that read the coco2017 fixture written under `root`."""
+    annotations = root / "annotations" / "person_keypoints_train2017.json"
+    return [
+        "--format",
+        "coco",
+        "--input",
+        str(root / "train2017"),
+        "--annotations",
+        str(annotations),
+    ]
+
+
 def cityscapes_name(index: int) -> tuple[str, str]:
     """(city, frame name without suffix) of the `index`-th Cityscapes image."""
     city = CITIES[index % len(CITIES)]

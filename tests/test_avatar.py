@@ -12,7 +12,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from layout_fixtures import make_layout
+from layout_fixtures import coco_arguments, make_layout
 from photo_fixtures import PHOTOS, face_similarity, photo_person
 
 from jaxpriv.anonymize import detect, pipeline, readers
@@ -190,13 +190,8 @@ def test_synthetic_videos_become_an_avatar_dataset_that_maskdp_trains_on(tmp_pat
 def test_a_coco_folder_becomes_an_avatar_dataset_that_maskdp_trains_on(tmp_path, capsys):
     root = make_layout("coco2017", tmp_path / "coco")
     dataset = _anonymize(
-        [
-            "--format",
-            "coco",
-            "--input",
-            str(root / "train2017"),
-            "--annotations",
-            str(root / "annotations" / "person_keypoints_train2017.json"),
+        coco_arguments(root)
+        + [
             "--size",
             "16",
             "--test-fraction",

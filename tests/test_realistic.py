@@ -299,7 +299,7 @@ def test_load_pipeline_names_a_missing_or_wrong_folder(saved, tmp_path):
 
 def _anonymize_coco(tmp_path, capsys, arguments: list[str]) -> list[dict]:
     """`jaxpriv anonymize` on the COCO fixture (48×64 images, keypoints): the train records."""
-    from layout_fixtures import make_layout
+    from layout_fixtures import coco_arguments, make_layout
 
     from jaxpriv import cli
     from jaxpriv.data import pipeline as data_pipeline
@@ -308,12 +308,7 @@ def _anonymize_coco(tmp_path, capsys, arguments: list[str]) -> list[dict]:
     code = cli.main(
         [
             "anonymize",
-            "--format",
-            "coco",
-            "--input",
-            str(root / "train2017"),
-            "--annotations",
-            str(root / "annotations" / "person_keypoints_train2017.json"),
+            *coco_arguments(root),
             "--region",
             "body",
             "--size",
