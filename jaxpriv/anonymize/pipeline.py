@@ -19,9 +19,14 @@ Videos without annotations get their faces from the detector, tracked across fra
 (`tracking.track`); a face missed for up to ``max_gap`` frames between two detections is
 covered by its interpolated box (`tracking.fill_gaps`). Annotated persons keep one track id.
 
+The generative methods (``realistic``: diffusion inpainting; ``avatar``: a rendered body in the
+person's pose, planned for a whole video at once) use models that each worker builds on first
+use (`Models`).
+
 Sensitivity policy (per pixel of each record): ``real`` — every pixel still derived from the
-real image is sensitive; only pixels whose content depends on no real pixel (``maskout``,
-without histogram matching) are public — blurred, pixelated and inpainted pixels (inpainting
+real image is sensitive; only pixels whose content depends on no real pixel (``maskout``
+without histogram matching, and ``avatar`` bodies, which depend only on the annotated pose and
+box) are public — blurred, pixelated and inpainted pixels (classical or diffusion inpainting
 reads the real surroundings) stay sensitive; ``none`` — nothing is sensitive (the
 anonymized data is treated as public); ``all`` — everything is sensitive.
 """
@@ -223,9 +228,8 @@ def generate(
     """
     if models.options.method == "realistic":
         keypoints = [p.keypoints for p in persons if p.keypoints is not None and not p.crowd]
-        return models.inpainter(image, region, keypoints=keypoints, seed=seed), np.zeros_like(
-            region
-        )
+        inpainted = models.inpainter(image, region, keypoints=keypoints, seed=seed)
+        return inpainted, np.zeros_like(region)
     avatars = models.avatars
     if planned is None:
         planned = avatars.plan(image.shape, persons, key)
