@@ -345,11 +345,16 @@ def test_body_region_without_annotations_is_refused(tmp_path):
         ("maskout", "match", False),
         ("inpaint", "none", False),
         ("pixelate", "none", False),
+        ("realistic", "none", False),  # diffusion inpainting reads the real surroundings
+        ("avatar", "none", True),  # depends on the annotated pose and box only
+        ("avatar", "equalize", False),  # equalized with the inpainted (real) background
     ],
 )
 def test_only_data_independent_content_is_public(method, histogram, public):
     options = pipeline.Options(method=method, histogram=histogram)
     assert pipeline.is_public_content(options) is public
+    refined = pipeline.Options(method=method, histogram=histogram, refine=0.3)
+    assert pipeline.is_public_content(refined) is (public and method != "avatar")
 
 
 def test_a_resized_pixel_is_public_only_if_all_its_sources_are():
