@@ -360,3 +360,5 @@ def test_realistic_needs_local_weights(tmp_path):
         pipeline.Options(region="body", method="realistic").check()
     with pytest.raises(ValueError, match="latent .* needs method realistic"):
         pipeline.Options(method="blur", histogram="latent").check()
+    with pytest.raises(ValueError, match="refine is a pass over avatars only"):
+        pipeline.Options(method="blur", refine=0.2, weights=str(tmp_path)).check()

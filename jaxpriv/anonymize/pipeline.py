@@ -123,6 +123,7 @@ class Options:
                 f"refine must be in [0, 1) and needs weights (the diffusion model), got "
                 f"{self.refine} with weights {self.weights!r}",
             ),
+            (self.refine > 0 and self.method != "avatar", "refine is a pass over avatars only"),
             (
                 self.method == "avatar" and self.body == "smplh" and not self.body_model,
                 "body smplh needs body_model: the licensed SMPL-H model file or folder",
