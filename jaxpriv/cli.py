@@ -350,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="realistic (required), avatar (optional: background inpainting and --refine): a "
         "local folder with a diffusers Stable Diffusion inpainting pipeline; nothing is "
-        "downloaded; fp16 on GPU, fp32 on CPU",
+        "downloaded; fp16 on GPU, fp32 on CPU; every worker process loads its own copy "
+        "(on one GPU use --workers 1)",
     )
     anonymize.add_argument(
         "--controlnet",
