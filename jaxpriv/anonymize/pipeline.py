@@ -393,12 +393,11 @@ def process_video(
         faces = tracked_faces(video, options, detector)
     else:
         tracking.track(video.persons)
-        if options.method == "avatar":
-            shape = next(iter(video.decode())).shape
-            plan = models.avatars.plan_video(video.persons, shape, video.key)
     kept = {name: [] for name in (schema.VIDEO, "sensitive", "region")}
     with VideoWriter(out_dir / "images" / video.key, video.frame_rate) as writer:
         for index, frame in enumerate(video.decode()):
+            if options.method == "avatar" and plan is None:  # all frames' avatars, at once
+                plan = models.avatars.plan_video(video.persons, frame.shape, video.key)
             if faces is None:
                 region = find_region(video.persons[index], frame, options, detector)
             else:

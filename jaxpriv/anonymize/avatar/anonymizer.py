@@ -155,7 +155,7 @@ class Avatars:
         (all in one batch; ``temporal``: they are the frames of one track, see
         `pose.fit_pose`), or standing bodies in their boxes for those with too few."""
         fits = [
-            p.keypoints is not None and (p.keypoints[:, 2] > 0).sum() >= pose.MIN_VISIBLE
+            p.keypoints is not None and pose.count_visible(p.keypoints) >= pose.MIN_VISIBLE
             for p in persons
         ]
         fitted_ones = [i for i, f in enumerate(fits) if f]

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
+import torch
+
+from jaxpriv.anonymize.traditional import dilate
 
 if TYPE_CHECKING:
     from jaxpriv.anonymize.avatar.render import Rendering
@@ -28,9 +31,9 @@ _INPAINT_RADIUS = 3  # px, the neighbourhood Telea's method averages over
 
 
 def grow(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Bool ``[H, W]`` mask grown by ``radius`` px (Chebyshev distance, a square window)."""
-    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+    """Bool ``[H, W]`` mask grown by ``radius`` px (:func:`traditional.dilate`: Chebyshev
+    distance, a square window)."""
+    return dilate(torch.from_numpy(mask)[None], radius)[0].numpy()
 
 
 def remove_person(
