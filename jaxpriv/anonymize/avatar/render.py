@@ -22,7 +22,6 @@ The OpenGL platform is ``PYOPENGL_PLATFORM`` (``egl`` unless set before this mod
 
 from __future__ import annotations
 
-import atexit
 import os
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -167,15 +166,3 @@ class Renderer:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-
-_shared: Renderer | None = None
-
-
-def render(meshes: Sequence[Mesh], camera: Camera, height: int, width: int) -> Rendering:
-    """:meth:`Renderer.render` with a renderer shared by the process: created on first use,
-    closed at exit."""
-    global _shared
-    if _shared is None:
-        _shared = Renderer()
-        atexit.register(_shared.close)
-    return _shared.render(meshes, camera, height, width)
