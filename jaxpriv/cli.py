@@ -114,7 +114,6 @@ def _compare(args, overrides):
 
 def _audit(args, overrides):
     from jaxpriv import audit
-    from jaxpriv.audit.run import check
 
     _no_overrides(overrides)
     results = audit.audit_suite(
@@ -133,7 +132,7 @@ def _audit(args, overrides):
             json.dump(results, f, indent=1)
         with open(os.path.join(args.workdir, "audit.md"), "w") as f:
             f.write(table + "\n")
-    failed = [r for r in results if not check(r).startswith("pass")]
+    failed = [r for r in results if not audit.passed(r)]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(results)} audits did not find what they should")
 

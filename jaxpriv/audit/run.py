@@ -289,13 +289,18 @@ def audit_suite(epsilon: float = 2.0, seeds=(0,), **overrides) -> list[dict]:
     ]
 
 
-def check(result: dict) -> str:
-    """ "pass" when the audit found what it should: ε̂ ≤ ε where the claim covers the canaries,
+def passed(result: dict) -> bool:
+    """Whether the audit found what it should: ε̂ ≤ ε where the claim covers the canaries,
     ε̂ > ``LEAK_FOUND`` where it does not (noise off, public pixels under MaskDP)."""
     found = result["epsilon_lower_bound"]
+    return found > LEAK_FOUND if result["leak_expected"] else found <= result["epsilon"]
+
+
+def check(result: dict) -> str:
+    """The table's label of :func:`passed`."""
     if result["leak_expected"]:
-        return "pass (leak found)" if found > LEAK_FOUND else "FAIL: leak missed"
-    return "pass" if found <= result["epsilon"] else "FAIL: ε̂ > ε"
+        return "pass (leak found)" if passed(result) else "FAIL: leak missed"
+    return "pass" if passed(result) else "FAIL: ε̂ > ε"
 
 
 def format_table(results: list[dict]) -> str:

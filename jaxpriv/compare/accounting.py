@@ -47,14 +47,20 @@ SCHEDULES = (
 )
 
 
-def opacus_epsilon(schedule: Schedule, accountant: str) -> float:
-    """ε of ``schedule`` from Opacus' ``"rdp"`` or ``"prv"`` accountant."""
+def _opacus_accountant(schedule: Schedule, accountant: str):
+    """Opacus' ``"rdp"`` or ``"prv"`` accountant with ``schedule``'s steps in its history."""
     from opacus.accountants import PRVAccountant, RDPAccountant
 
     if accountant not in ("rdp", "prv"):
         raise ValueError(f"Opacus accountant must be 'rdp' or 'prv', got {accountant!r}")
     opacus = RDPAccountant() if accountant == "rdp" else PRVAccountant()
     opacus.history = [(schedule.noise_multiplier, schedule.sampling_rate, schedule.steps)]
+    return opacus
+
+
+def opacus_epsilon(schedule: Schedule, accountant: str) -> float:
+    """ε of ``schedule`` from Opacus' ``"rdp"`` or ``"prv"`` accountant."""
+    opacus = _opacus_accountant(schedule, accountant)
     if accountant == "rdp":
         return float(opacus.get_epsilon(schedule.delta))
     return float(opacus.get_epsilon(schedule.delta, eps_error=PRV_EPS_ERROR))
@@ -73,8 +79,6 @@ def jaxpriv_epsilon(schedule: Schedule, accountant: str) -> float:
 
 def rdp_on_integer_orders(schedule: Schedule) -> tuple[float, float]:
     """(jaxpriv's, Opacus') RDP ε of ``schedule`` using only the orders ``INTEGER_ORDERS``."""
-    from opacus.accountants import RDPAccountant
-
     event = dp_event.SelfComposedDpEvent(
         dp_event.PoissonSampledDpEvent(
             schedule.sampling_rate, dp_event.GaussianDpEvent(schedule.noise_multiplier)
@@ -82,8 +86,7 @@ def rdp_on_integer_orders(schedule: Schedule) -> tuple[float, float]:
         schedule.steps,
     )
     jaxpriv = rdp.RdpAccountant(orders=INTEGER_ORDERS).compose(event).get_epsilon(schedule.delta)
-    opacus = RDPAccountant()
-    opacus.history = [(schedule.noise_multiplier, schedule.sampling_rate, schedule.steps)]
+    opacus = _opacus_accountant(schedule, "rdp")
     return float(jaxpriv), float(opacus.get_epsilon(schedule.delta, alphas=INTEGER_ORDERS))
 
 

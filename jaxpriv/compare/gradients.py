@@ -29,6 +29,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 
 from jaxpriv.compare.torch_models import from_flax, grads_to_flax
+from jaxpriv.data import schema
 from jaxpriv.dp import clipping
 from jaxpriv.models import ResNet, VideoViT, ViT
 from jaxpriv.train.step import gradient_sum, make_loss_fn
@@ -65,18 +66,13 @@ def make_case(model_name: str, batch_size: int = 8, seed: int = 0):
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (batch_size, *shape), dtype=np.uint8)
     batch = {
-        "video" if len(shape) == 4 else "image": pixels,
+        schema.VIDEO if len(shape) == 4 else schema.IMAGE: pixels,
         "label": rng.integers(0, model.num_classes, batch_size).astype(np.int32),
         "sensitive": np.zeros(pixels.shape[:-1], bool),
         "weight": np.ones(batch_size, np.float32),
     }
     # The "rbg" key: XLA on CPU compiles the init's per-leaf threefry draws for seconds.
     return model, _init(model, jax.random.key(seed, impl="rbg"), pixels[:1]), batch
-
-
-def pixel_key(batch: dict) -> str:
-    """The batch's pixel feature: ``"video"`` or ``"image"``."""
-    return "video" if "video" in batch else "image"
 
 
 # Jitted with the (hashable) Flax model static and the clip norm traced: repeated comparisons of a
@@ -125,7 +121,7 @@ def _update(model, pixels: str, microbatch_size: int, params, batch, clip_norm):
 
 def median_norm(model, params, batch: dict) -> float:
     """The median of jaxpriv's per-example gradient norms: about half the batch is clipped."""
-    _, stats = _contributions(model, pixel_key(batch), params, batch, np.float32(np.inf))
+    _, stats = _contributions(model, schema.pixel_feature(batch), params, batch, np.float32(np.inf))
     return float(np.median(stats["grad_norm"]))
 
 
@@ -133,7 +129,7 @@ def jaxpriv_gradients(
     model, params, batch: dict, clip_norm: float, microbatch_size: int
 ) -> Gradients:
     """jaxpriv: ``example_contribution`` per example, ``gradient_sum(mode="dpsgd") / B``."""
-    pixels, clip_norm = pixel_key(batch), np.float32(clip_norm)
+    pixels, clip_norm = schema.pixel_feature(batch), np.float32(clip_norm)
     clipped, stats = _contributions(model, pixels, params, batch, clip_norm)
     update = _update(model, pixels, microbatch_size, params, batch, clip_norm)
     return Gradients(
@@ -160,7 +156,7 @@ def opacus_gradients(
     leaves after ``pre_step()`` with ``noise_multiplier=0`` and ``expected_batch_size=B``
     (``loss_reduction="mean"``, Opacus' default, on both). The hooks are removed before returning.
     """
-    pixels = torch.from_numpy(batch[pixel_key(batch)])
+    pixels = torch.from_numpy(batch[schema.pixel_feature(batch)])
     labels = torch.from_numpy(batch["label"].astype(np.int64))
     sampled = GradSampleModule(module)
     try:
@@ -235,7 +231,7 @@ def gradient_parity(
         clip_norm = median_norm(model, params, batch)
     if module is None:
         module = from_flax(model, params)
-    pixels = batch[pixel_key(batch)]
+    pixels = batch[schema.pixel_feature(batch)]
     with torch.no_grad():
         torch_logits = module(torch.from_numpy(pixels)).numpy()
     ours = jaxpriv_gradients(model, params, batch, clip_norm, microbatch_size)

@@ -12,7 +12,6 @@ import ml_collections
 
 from jaxpriv.config import default_config as default_train_config
 
-PARTS = ("gradients", "accounting", "speed", "training")
 # Opacus' advice for production runs, and PyTorch's note that the inputs (pixels) need no
 # gradient: true and expected here, so they are not repeated on every step.
 QUIET = ("Secure RNG turned off", "Full backward hook is firing", "Optimal order is the")
@@ -93,6 +92,7 @@ TITLES = {
     "speed": ("Speed (one train step)", _speed),
     "training": ("Training parity (DP-SGD, same config, same initial weights)", _training),
 }
+PARTS = tuple(TITLES)
 
 
 def _plain(value):

@@ -165,4 +165,3 @@ class Renderer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
