@@ -9,6 +9,7 @@ import os
 import sys
 
 from jaxpriv.anonymize import detect
+from jaxpriv.audit.spec import AuditSpec
 from jaxpriv.compare import harness
 from jaxpriv.dp import accounting
 
@@ -113,7 +114,7 @@ def _compare(args, overrides):
 
 
 def _audit(args, overrides):
-    from jaxpriv import audit
+    from jaxpriv.audit import run as audit
 
     _no_overrides(overrides)
     results = audit.audit_suite(
@@ -540,11 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and Jagielski 2023). Each audit trains a small ViT with jaxpriv's own train step on "
         "random canaries, each included with probability 1/2, guesses from the released "
         "iterates (white-box) which canaries were in, and turns the number of correct guesses "
-        "into a lower bound ε̂ on ε at the given confidence. Four audits per seed: DP-SGD at "
+        "into a lower bound ε̂ on ε at the given confidence. Five audits per seed: DP-SGD at "
         "--epsilon, DP-SGD with the noise off, MaskDP with canaries in sensitive pixels at "
-        "--epsilon, and MaskDP with canaries in public pixels. Correct configurations must "
-        "give ε̂ ≤ ε; the noise-off and public-pixel self-tests must find the leak (ε̂ > 1). "
-        "Exits with status 2 if any audit does not.",
+        "--epsilon, MaskDP with canaries in public pixels, and 'maskdp-coupled': the flawed "
+        "design that summed the public gradients over the private batch (kept in the audit "
+        "only). Correct configurations must give ε̂ ≤ ε; the three self-tests must find their "
+        "leak (ε̂ above the claimed ε and above 1). Exits with status 2 if any audit does not.",
     )
     audit.add_argument(
         "--epsilon", type=float, default=2.0, help="ε that σ is calibrated to (default 2)"
@@ -552,15 +554,25 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--seeds", type=int, nargs="+", default=[0], help="one suite per seed (default 0)"
     )
+    defaults = AuditSpec()
     audit.add_argument(
         "--canaries",
         type=int,
-        default=400,
-        help="canaries per audit (default 400); more canaries allow a larger ε̂",
+        default=defaults.canaries,
+        help=f"canaries per audit (default {defaults.canaries}); more canaries allow a larger ε̂",
     )
-    audit.add_argument("--steps", type=int, default=50, help="training steps (default 50)")
     audit.add_argument(
-        "--sampling-rate", type=float, default=0.1, help="Poisson sampling rate q (default 0.1)"
+        "--steps",
+        type=int,
+        default=defaults.steps,
+        help=f"training steps (default {defaults.steps})",
+    )
+    audit.add_argument(
+        "--sampling-rate",
+        type=float,
+        default=defaults.sampling_rate,
+        help=f"Poisson sampling rate q (default {defaults.sampling_rate}); q × canaries must be "
+        "a whole batch size",
     )
     audit.add_argument(
         "--confidence", type=float, default=0.95, help="confidence of ε̂ (default 0.95)"

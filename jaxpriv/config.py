@@ -74,7 +74,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.weight_decay = 0.0  # adamw only
     c.train.warmup_steps = 0
     c.train.eval_batch_size = 256
-    c.train.log_every_steps = 10  # how often losses are checked for NaN and shown
+    c.train.log_every_steps = 10  # how often the parameters are checked for NaN/inf and shown
+    # Also log the training loss of the private batch (DP modes). It is computed from private
+    # data and NOT covered by ε; by default MaskDP logs the public-view loss, DP-SGD no loss.
+    c.train.log_private_loss = False
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 50  # asynchronous saves to <workdir>/checkpoints; always at the end
@@ -89,9 +92,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.dp.epsilon = 4.0  # target ε: σ is calibrated to it unless noise_multiplier > 0
     c.dp.delta = 1e-5
     c.dp.noise_multiplier = 0.0  # σ; > 0 fixes σ and training stops when ε reaches dp.epsilon
-    # Seed of the DP noise and of the batch sampling. It must stay secret: anyone who knows it
-    # can replay the noise. -1 (default) draws a fresh one from the OS for every run; set it
-    # only to reproduce a run exactly.
+    # Seed of the DP noise and of the private batch sampling. It must stay secret: anyone who
+    # knows it can replay the noise. -1 (default) draws a fresh 128-bit one from the OS for every
+    # run (kept in the checkpoints, which are therefore private); set it only to reproduce a run.
     c.dp.secret_seed = -1
     c.dp.accountant = "pld"  # "pld" | "rdp"
     c.dp.sampling = "poisson"  # "poisson"; "shuffle" (per-epoch shuffled batches): non-private only

@@ -5,9 +5,8 @@ import os
 import ml_collections
 
 from jaxpriv import config as config_lib
+from jaxpriv.dp.mechanism import MODES
 from jaxpriv.train import loop
-
-MODES = ("none", "dpsgd", "maskdp")
 
 
 def demo_configs(epsilon: float, overrides=()) -> list[ml_collections.ConfigDict]:

@@ -13,14 +13,9 @@ import argparse
 import jax
 
 from jaxpriv import config as config_lib
+from jaxpriv.dp.mechanism import MODES
 from jaxpriv.train import parallel
-from jaxpriv.train.benchmark import (
-    MODES,
-    jax_runner,
-    median_times,
-    memory_mib,
-    synthetic_batch,
-)
+from jaxpriv.train.benchmark import jax_runner, median_times, memory_mib, synthetic_batch
 
 
 def main():

@@ -364,3 +364,46 @@ def test_a_resized_pixel_is_public_only_if_all_its_sources_are():
     np.testing.assert_array_equal(small[0], [True] * 5 + [False] * 5)
     up = pipeline.resize_public(public[:20, :20] | ~public[:20, :20], 64)
     assert up.all()  # upsampling an all-public image keeps it public
+
+
+def changed_by(images, i, j, size):
+    """Bool [size, size]: the record pixels (images resized as `process_sample` does) that source
+    pixel (i, j) changes in some image. The resize is nondecreasing in each source pixel, so
+    setting it to 0 and to 255 finds every pixel that any change of it moves."""
+    changed = np.zeros((size, size), bool)
+    for image in images:
+        low, high = image.copy(), image.copy()
+        low[i, j], high[i, j] = 0, 255
+        resized = [pipeline.resize_square(x, size, cv2.INTER_AREA) for x in (low, high)]
+        changed |= np.any(resized[0] != resized[1], axis=-1)
+    return changed
+
+
+def sensitive_record_pixels(shape, i, j, size):
+    """The record's sensitive mask when source pixel (i, j) alone is sensitive."""
+    public = np.ones(shape, bool)
+    public[i, j] = False
+    return ~pipeline.resize_public(public, size)
+
+
+@pytest.mark.parametrize("shape, size", [((23, 31), 16), ((37, 29), 10), ((10, 13), 16)])
+def test_every_record_pixel_a_sensitive_pixel_changes_is_sensitive(shape, size):
+    """Down by 1.44 and 2.9, up by 1.6; every source pixel in turn. Only a few record pixels
+    around it are sensitive (none where the centre crop cuts it off)."""
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    reach = int(np.ceil(size / min(shape))) + 1  # record pixels a source pixel reaches per axis
+    for i, j in np.ndindex(shape):
+        sensitive = sensitive_record_pixels(shape, i, j, size)
+        assert not (changed_by([image], i, j, size) & ~sensitive).any(), (i, j)
+        assert sensitive.sum() <= reach**2
+
+
+def test_a_sensitive_pixel_of_tiny_weight_makes_its_record_pixel_sensitive():
+    """101 -> 16 px: source pixel (18, 18) overlaps record pixel (3, 3) by 1/16 px in each axis,
+    a weight of 1e-4; it still changes that pixel's value where the rest of it sums to just
+    under one half (here one pixel of weight 0.025 and value 19: 0.477)."""
+    image = np.zeros((101, 101, 3), np.uint8)
+    image[20, 20] = 19
+    changed = changed_by([image], 18, 18, 16)
+    sensitive = sensitive_record_pixels((101, 101), 18, 18, 16)
+    assert changed[3, 3] and not (changed & ~sensitive).any()

@@ -119,10 +119,28 @@ def test_nearest_of_overlapping_meshes_wins(renderer, near_first):
     assert np.all(rendering.ids[both] == near_id)
     np.testing.assert_allclose(rendering.depth[both], 1.5, rtol=1e-5)
     assert np.array_equal(rendering.mask, alone[0].mask | alone[1].mask)
-    image, avatar = merge(np.zeros((H, W, 3), np.uint8), rendering)
+    image, public = merge(np.zeros((H, W, 3), np.uint8), rendering)
     solid = both & (alone[near_id].alpha == 1)  # not on the near edge, where the far one shows
     assert np.array_equal(image[solid], alone[near_id].color[solid])
-    assert np.all(image[solid][:, 0] > 200) and np.array_equal(avatar, rendering.mask)
+    assert np.all(image[solid][:, 0] > 200) and np.all(public[solid])
+
+
+def test_public_avatar_pixels_do_not_depend_on_the_background(renderer):
+    """One rendering over different backgrounds: no public pixel changes, and every other avatar
+    pixel (the anti-aliased edge, 0 < alpha < 1) shows the background and is not public."""
+    rendering = renderer.render([(*sphere(0.13, -0.07, 2.3), (0.9, 0.5, 0.2))], CAMERA, H, W)
+    edge = rendering.mask & (rendering.alpha > 0) & (rendering.alpha < 1)
+    assert edge.sum() > 10
+    rng = np.random.default_rng(0)
+    backgrounds = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(2)]
+    backgrounds += [np.zeros((H, W, 3), np.uint8), np.full((H, W, 3), 255, np.uint8)]
+    (first, public), *others = [merge(background, rendering) for background in backgrounds]
+    assert public.sum() > 0.5 * rendering.mask.sum() and not (public & edge).any()
+    for out, same in others:
+        assert np.array_equal(same, public) and np.array_equal(out[public], first[public])
+    black, white = others[-2][0], others[-1][0]
+    shows_background = np.any(black != white, axis=-1)
+    assert np.array_equal(rendering.mask & shows_background, rendering.mask & ~public)
 
 
 def test_no_meshes_renders_nothing(renderer):
@@ -158,10 +176,11 @@ def test_person_is_replaced_and_nothing_original_survives_in_the_region(renderer
     rendering = renderer.render([avatar_mesh], CAMERA, H, W)
     assert (rendering.mask & mask).any() and (mask & ~rendering.mask).any()
     assert (rendering.mask & ~grow(mask, dilate)).any()
-    out, avatar = merge(background, rendering)
+    out, public = merge(background, rendering)
+    avatar = rendering.mask
 
     assert out.shape == image.shape and out.dtype == np.uint8
-    assert np.array_equal(avatar, rendering.mask)
+    assert np.array_equal(public, avatar & (rendering.alpha == 1))
     region = grow(mask, dilate)
     assert not (shows(out, PERSON) | shows(out, HALO)).any()  # neither the person nor its halo
     assert out[..., 0].max() < 250 and out[..., 1].max() < 250  # nor a blend of them

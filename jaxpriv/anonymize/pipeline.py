@@ -25,8 +25,8 @@ use (`Models`).
 
 Sensitivity policy (per pixel of each record): ``real`` — every pixel still derived from the
 real image is sensitive; only pixels whose content depends on no real pixel (``maskout``
-without histogram matching, and ``avatar`` bodies, which depend only on the annotated pose and
-box) are public — blurred, pixelated and inpainted pixels (classical or diffusion inpainting
+without histogram matching, and the fully covered pixels of ``avatar`` bodies, which depend
+only on the annotated pose and box; their anti-aliased edge mixes in the background) are public — blurred, pixelated and inpainted pixels (classical or diffusion inpainting
 reads the real surroundings) stay sensitive; ``none`` — nothing is sensitive (the
 anonymized data is treated as public); ``all`` — everything is sensitive.
 """
@@ -293,9 +293,15 @@ def resize_square(array: np.ndarray, size: int, interpolation: int) -> np.ndarra
 
 def resize_public(public: np.ndarray, size: int) -> np.ndarray:
     """The public mask at record size: a resized pixel is public only if every source pixel that
-    it mixes (area averaging or interpolation, as for the image) is public."""
-    mixed = resize_square(public.astype(np.float32), size, cv2.INTER_AREA)
-    return mixed > 1.0 - 1e-4
+    it mixes with a nonzero weight is public.
+
+    The indicator of the sensitive pixels goes through the image's resize (``INTER_AREA``; the
+    uint8 image has the same weights, or some rounded to 0). They are nonnegative, so a resized
+    pixel is exactly 0 where no sensitive pixel is mixed in and positive (a sum of positive
+    products) wherever one is.
+    """
+    sensitive = resize_square((~public).astype(np.float32), size, cv2.INTER_AREA)
+    return sensitive == 0
 
 
 def write_image_atomically(path: Path, image: np.ndarray) -> None:

@@ -80,36 +80,44 @@ def guess_sizes(m: int, fractions=GUESS_FRACTIONS) -> list[int]:
 
 
 def bound_from_scores(
-    scores: np.ndarray,
+    scores: np.ndarray | dict[str, np.ndarray],
     included: np.ndarray,
     *,
     delta: float,
     confidence: float = 0.95,
     fractions=GUESS_FRACTIONS,
 ) -> dict:
-    """Guesses IN for the k highest scores and OUT for the k lowest, for each k of ``guess_sizes``;
-    returns the k with the largest ε̂, each k tested at confidence 1 − (1 − confidence)/#k.
+    """Guesses IN for the k highest scores and OUT for the k lowest, for each k of ``guess_sizes``
+    and each named score of ``scores`` (one array, or {name: array}); returns the guess with the
+    largest ε̂, each tested at confidence 1 − (1 − confidence)/(#k · #scores) (Bonferroni).
 
     ``scores`` and ``included`` (the true membership) are [m]; ties are broken by index.
     """
-    scores, included = np.asarray(scores), np.asarray(included, bool)
-    if scores.shape != included.shape or scores.ndim != 1:
-        raise ValueError(f"scores {scores.shape} and included {included.shape} must be equal [m]")
+    named = scores if isinstance(scores, dict) else {"score": scores}
+    included = np.asarray(included, bool)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    m, order = len(scores), np.argsort(scores, kind="stable")
+    for values in named.values():
+        if np.shape(values) != included.shape or included.ndim != 1:
+            raise ValueError(
+                f"scores {np.shape(values)} and included {included.shape} must be equal [m]"
+            )
+    m = len(included)
     sizes = guess_sizes(m, fractions)
-    per_test = 1 - (1 - confidence) / max(1, len(sizes))
+    per_test = 1 - (1 - confidence) / max(1, len(sizes) * len(named))
     best = {"k": 0, "r": 0, "v": 0, "precision": math.nan, "epsilon_lower_bound": 0.0}
-    for k in sizes:
-        v = int(included[order[-k:]].sum() + (~included[order[:k]]).sum())
-        eps = epsilon_lower_bound(m, 2 * k, v, delta, per_test)
-        if eps > best["epsilon_lower_bound"] or best["k"] == 0:
-            best = {
-                "k": k,
-                "r": 2 * k,
-                "v": v,
-                "precision": v / (2 * k),
-                "epsilon_lower_bound": eps,
-            }
+    for name, values in named.items():
+        order = np.argsort(np.asarray(values), kind="stable")
+        for k in sizes:
+            v = int(included[order[-k:]].sum() + (~included[order[:k]]).sum())
+            eps = epsilon_lower_bound(m, 2 * k, v, delta, per_test)
+            if eps > best["epsilon_lower_bound"] or best["k"] == 0:
+                best = {
+                    "score": name,
+                    "k": k,
+                    "r": 2 * k,
+                    "v": v,
+                    "precision": v / (2 * k),
+                    "epsilon_lower_bound": eps,
+                }
     return best | {"confidence": confidence}

@@ -1,26 +1,27 @@
 """Canaries for the one-run audit: tiny random images, each trained on with probability 1/2.
 
 A canary has an IN version (what the training set holds when it is included) and an OUT version
-(what it holds otherwise). Placements:
+(what it holds otherwise). Every canary has its own random pixels everywhere, so that its public
+content alone tells it apart from the others (an audit must be able to see who was sampled
+whenever a mechanism shows it). Placements:
 
 * ``"example"`` (DP-SGD): a whole example of random pixels and a random label. OUT: the example is
   not in the training set at all.
-* ``"sensitive"`` (MaskDP): public content shared by all canaries, random canary content in a fixed
-  sensitive region (``sensitive`` = the region). OUT: the same example with that region absent —
-  exactly MaskDP's neighbouring dataset (DESIGN.md, adjacency).
-* ``"public"`` (MaskDP self-test): the same images, but the canary region is declared public
-  (``sensitive`` = 0 there; the shared rest is sensitive). OUT: the canary content absent. MaskDP
-  does not protect public pixels, so an audit must detect these canaries.
-
-Within a label, all OUT versions are the same example (the scorer in ``run`` relies on it).
+* ``"sensitive"`` (MaskDP): the canary content is a fixed sensitive region (``sensitive`` = the
+  region); the rest of the image is public. OUT: the same example with that region absent —
+  exactly MaskDP's neighbouring dataset (adjacency in ``jaxpriv.dp.mechanism``).
+* ``"public"`` (MaskDP self-test): the canary region is declared public (``sensitive`` = 0 there,
+  the rest sensitive). OUT: the region absent. MaskDP does not protect public pixels, so an
+  audit must detect these canaries.
 """
 
 from typing import NamedTuple
 
 import numpy as np
 
+from jaxpriv.data.schema import PUBLIC_FILL
+
 PLACEMENTS = ("example", "sensitive", "public")
-PUBLIC_FILL = 128  # the public fill of removed pixels (normalised to 0 by the models)
 
 
 class Canaries(NamedTuple):
@@ -53,14 +54,12 @@ def make_canaries(
             f"need count ≥ 2, size ≥ 2 and num_classes ≥ 2, got {count}, {size}, {num_classes}"
         )
     rng = np.random.default_rng([seed, 0])
-    pixels = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    image = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
     labels = rng.integers(0, num_classes, count).astype(np.int32)
     nowhere = np.zeros((count, size, size), bool)
     if placement == "example":
-        return Canaries(_batch(pixels, labels, ~nowhere, nowhere), None)
+        return Canaries(_batch(image, labels, ~nowhere, nowhere), None)
     region = np.broadcast_to(canary_region(size), nowhere.shape)
-    shared = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    image = np.where(region[..., None], pixels, shared)
     sensitive = region if placement == "sensitive" else ~region
     return Canaries(
         _batch(image, labels, sensitive, nowhere),
@@ -84,10 +83,12 @@ def draw_membership(count: int, seed: int) -> np.ndarray:
 
 
 def training_set(canaries: Canaries, included: np.ndarray) -> dict[str, np.ndarray]:
-    """The training set: the IN version of each included canary and the OUT version (if any) of the
-    others, in canary order."""
+    """The training set, one row per canary in canary order: the IN version of each included
+    canary and the OUT version of the others. Where OUT means "not in the dataset", an OUT
+    canary's row has weight 0: sampled or not, it contributes exactly nothing, so Poisson
+    sampling over the m rows is Poisson sampling over the included canaries."""
     if canaries.outside is None:
-        return {name: x[included] for name, x in canaries.inside.items()}
+        return canaries.inside | {"weight": included.astype(np.float32)}
     return {
         name: np.where(included.reshape(-1, *[1] * (x.ndim - 1)), x, canaries.outside[name])
         for name, x in canaries.inside.items()

@@ -3,8 +3,9 @@
 Both sides start from the same random Flax initialisation (copied into the twin by
 ``torch_models.from_flax``) and see the same random uint8 batch and labels:
 
-* jaxpriv: ``clipping.example_contribution`` vmapped over the batch (DP-SGD mode) gives the
-  clipped per-example gradients; ``step.gradient_sum(mode="dpsgd") / B`` the update;
+* jaxpriv: ``clipping.private_contribution`` vmapped over the batch (DP-SGD) gives the clipped
+  per-example gradients; the micro-batched private sum that ``DpMechanism.gradient_sums`` runs
+  (``clipping.accumulate`` of ``private_microbatch_sum``), divided by B, the update;
 * Opacus: ``GradSampleModule`` (hooks mode) gives the per-example gradients of the
   cross-entropy, clipped here as ``DPOptimizer`` clips them; the update is the ``.grad`` that
   ``DPOptimizer.pre_step()`` leaves with ``noise_multiplier=0`` and ``expected_batch_size=B``.
@@ -32,7 +33,7 @@ from jaxpriv.compare.torch_models import from_flax, grads_to_flax
 from jaxpriv.data import schema
 from jaxpriv.dp import clipping
 from jaxpriv.models import ResNet, VideoViT, ViT
-from jaxpriv.train.step import gradient_sum, make_loss_fn
+from jaxpriv.train.step import make_loss_fn
 
 PyTree = Any
 # name -> (tiny Flax model, shape of one example's pixels)
@@ -93,12 +94,11 @@ def _logits(model, params, pixels):
 
 @partial(_jit, static_argnums=(0, 1))
 def _contributions(model, pixels: str, params, batch, clip_norm):
-    """``clipping.example_contribution`` (DP-SGD) vmapped over ``batch``: (clipped, stats)."""
+    """``clipping.private_contribution`` (DP-SGD) vmapped over ``batch``: (clipped, stats)."""
     contribution = partial(
-        clipping.example_contribution,
+        clipping.private_contribution,
         make_loss_fn(model, pixels),
         clip_norm=clip_norm,
-        public_clip_norm=None,
         maskdp=False,
     )
     return jax.vmap(contribution, in_axes=(None, 0))(params, batch)
@@ -106,16 +106,14 @@ def _contributions(model, pixels: str, params, batch, clip_norm):
 
 @partial(_jit, static_argnums=(0, 1, 2))
 def _update(model, pixels: str, microbatch_size: int, params, batch, clip_norm):
-    """``gradient_sum(mode="dpsgd") / B``: the noise-free DP-SGD update."""
-    total, _ = gradient_sum(
+    """The micro-batched private sum of DP-SGD / B: the noise-free DP-SGD update."""
+    microbatch_sum = partial(
+        clipping.private_microbatch_sum,
         make_loss_fn(model, pixels),
-        params,
-        batch,
-        mode="dpsgd",
         clip_norm=clip_norm,
-        public_clip_norm=None,
-        microbatch_size=microbatch_size,
+        maskdp=False,
     )
+    total, _ = clipping.accumulate(microbatch_sum, params, batch, microbatch_size)
     return jax.tree.map(lambda x: x / len(batch["label"]), total)
 
 
@@ -128,7 +126,7 @@ def median_norm(model, params, batch: dict) -> float:
 def jaxpriv_gradients(
     model, params, batch: dict, clip_norm: float, microbatch_size: int
 ) -> Gradients:
-    """jaxpriv: ``example_contribution`` per example, ``gradient_sum(mode="dpsgd") / B``."""
+    """jaxpriv: ``private_contribution`` per example, the private sum / B."""
     pixels, clip_norm = schema.pixel_feature(batch), np.float32(clip_norm)
     clipped, stats = _contributions(model, pixels, params, batch, clip_norm)
     update = _update(model, pixels, microbatch_size, params, batch, clip_norm)

@@ -6,17 +6,17 @@ A batch is a dict of numpy arrays with a leading axis of fixed size:
 [B]: 1 for real examples, 0 for padding (padding repeats record 0 and must
 contribute nothing). Pixels stay uint8; the model normalises them.
 
-Element `i` of the underlying `grain.MapDataset` is the whole batch of step
-`i`: its indices come from `jaxpriv.dp.sampling` (a pure function of the seed
-and the step), its records are read from the random-access source. Batches are
-therefore deterministic and a resumed run continues exactly from `start_step`.
+Element `i` of the underlying `grain.MapDataset` holds the batches of step `i`:
+their indices come from the `DpMechanism`'s samplers (pure functions of a seed
+and the step), their records are read from the random-access source. Batches
+are therefore deterministic and a resumed run continues exactly from
+`start_step`.
 `to_iter_dataset` assembles the next batches in background threads while the
 current one trains.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxpriv.data import schema
-from jaxpriv.dp import sampling
+from jaxpriv.dp.mechanism import DpMechanism
 from jaxpriv.train.parallel import spread
 
 WEIGHT = "weight"
@@ -72,80 +72,53 @@ def _batches(
     return iter(dataset.to_iter_dataset(read_options))
 
 
-def _train_index_fn(
-    dataset_size: int,
-    sampler: str,
-    seed: int,
-    sampling_rate: float | None,
-    capacity: int | None,
-    batch_size: int | None,
-) -> IndexFn:
-    """Step -> (indices, weights) for the chosen sampler."""
-    if sampler == "poisson":
-        if sampling_rate is None or batch_size is not None:
-            raise ValueError(
-                "the poisson sampler takes sampling_rate (and capacity), not batch_size"
-            )
-        if capacity is None:
-            capacity = sampling.physical_batch_size(dataset_size, sampling_rate)
-        return functools.partial(
-            sampling.poisson_batch_indices,
-            seed,
-            dataset_size=dataset_size,
-            sampling_rate=sampling_rate,
-            capacity=capacity,
-        )
-    if sampler == "shuffle":
-        if batch_size is None or sampling_rate is not None or capacity is not None:
-            raise ValueError("the shuffle sampler takes batch_size, not sampling_rate or capacity")
-        return functools.partial(
-            sampling.shuffled_batch_indices, seed, dataset_size=dataset_size, batch_size=batch_size
-        )
-    raise ValueError(f"sampler must be 'poisson' or 'shuffle', got {sampler!r}")
+def public_view(batch: Batch) -> Batch:
+    """``batch`` with every sensitive pixel replaced by the public fill: what MaskDP's public
+    batch may see (the models drop those pixels too; this keeps them out of the step)."""
+    pixels = schema.pixel_feature(batch)
+    fill = np.uint8(schema.PUBLIC_FILL)
+    return {**batch, pixels: np.where(batch[schema.SENSITIVE][..., None], fill, batch[pixels])}
 
 
 def train_batches(
     source: Sequence[dict],
+    mechanism: DpMechanism,
     *,
-    seed: int,
     num_steps: int,
     start_step: int = 0,
-    sampler: str = "poisson",
-    sampling_rate: float | None = None,
-    capacity: int | None = None,
-    batch_size: int | None = None,
     num_shards: int = 1,
     rows: slice = slice(None),
     read_options: grain.ReadOptions = DEFAULT_READ_OPTIONS,
-) -> Iterator[Batch]:
-    """Training batches of steps `start_step, ..., start_step + num_steps - 1`.
+) -> Iterator[dict[str, Batch]]:
+    """The batches of steps `start_step, ..., start_step + num_steps - 1`, as dicts keyed like
+    `mechanism.batch_names()`: "private" (the batch S its private sampler draws) and, for
+    MaskDP, "public" (its independent public batch S', as `public_view`s).
 
     Args:
       source: random-access records (see `load_source`).
-      seed: sampling seed; step `s` always gets the same batch.
-      num_steps: number of batches to yield.
+      mechanism: gives the samplers (`private_indices`, `public_indices`) and the batch shapes.
+      num_steps: number of steps to yield.
       start_step: first step, e.g. the step a resumed run continues from.
-      sampler: "poisson" (each example independently with probability
-        `sampling_rate`, padded to `capacity`, which defaults to
-        `sampling.physical_batch_size`) or "shuffle" (fixed `batch_size` from a
-        per-epoch permutation; non-private training only: disjoint per-epoch
-        batches are not the schedule any DP accountant here covers).
-      num_shards: the batch is laid out round-robin over this many equal shards (devices;
+      num_shards: each batch is laid out round-robin over this many equal shards (devices;
         see `jaxpriv.train.parallel.spread`) so that each gets its share of real examples.
       rows: the rows of that layout to load (this process's devices); default all.
-      read_options: Grain threads and prefetch depth, counted in batches.
+      read_options: Grain threads and prefetch depth, counted in steps.
 
     Raises:
-      RuntimeError (while iterating): a Poisson sample exceeded `capacity`.
+      RuntimeError (while iterating): a Poisson sample exceeded the capacity.
     """
-    global_index_fn = _train_index_fn(
-        len(source), sampler, seed, sampling_rate, capacity, batch_size
-    )
+    samplers = {"private": mechanism.private_indices, "public": mechanism.public_indices}
+    views = {"private": lambda batch: batch, "public": public_view}
 
-    def index_fn(step: int) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(spread(a, num_shards)[rows] for a in global_index_fn(step))
+    def read_step(step: int) -> dict[str, Batch]:
+        batches = {}
+        for name in mechanism.batch_names():
+            indices, weights = (spread(a, num_shards)[rows] for a in samplers[name](step))
+            batches[name] = views[name](read_batch(source, indices, weights))
+        return batches
 
-    return _batches(source, index_fn, range(start_step, start_step + num_steps), read_options)
+    dataset = grain.MapDataset.range(start_step, start_step + num_steps).map(read_step)
+    return iter(dataset.to_iter_dataset(read_options))
 
 
 def _eval_indices(dataset_size: int, batch_size: int, step: int) -> tuple[np.ndarray, np.ndarray]:

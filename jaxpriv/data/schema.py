@@ -15,6 +15,9 @@ VIDEO = "video"
 LABEL = "label"
 SENSITIVE = "sensitive"
 PIXEL_LAYOUTS = {IMAGE: "HxWx3", VIDEO: "TxHxWx3"}
+PUBLIC_FILL = (
+    128  # the value of removed (sensitive) pixels in a public view; the models map it to 0
+)
 
 
 def pixel_feature(example: dict) -> str:

@@ -1,19 +1,17 @@
-"""The DP-SGD and MaskDP gradient: per-example gradients, clipping, micro-batched sums.
+"""Per-example gradients, clipping and micro-batched sums: the pre-noise parts of a DP step.
 
-Notation as in DESIGN.md: ``g_i`` is example i's gradient on its full view,
+Notation (see ``jaxpriv.dp.mechanism``): ``g_i`` is example i's gradient on its full view,
 ``p_i`` on its public view (sensitive pixels removed), ``r_i = g_i − p_i``.
 
-* DP-SGD contributes ``clip(g_i, C)`` per example.
-* MaskDP contributes ``clip(p_i, C_pub) + clip(r_i, C)``: only the residual,
-  the part that depends on sensitive pixels, needs the noise that
-  ``jaxpriv.dp.noise`` adds. Removing one example's sensitive content makes its
-  residual exactly zero, so the sum moves by at most C.
-* Non-private training sums plain (batched) gradients.
+* ``private_microbatch_sum``: Σ_i clip(g_i, C) (DP-SGD) or Σ_i clip(r_i, C) (MaskDP) over the
+  private batch — the only sums that touch private content, each term of norm ≤ C.
+* ``public_microbatch_sum``: Σ_j clip(p_j, C_pub) over MaskDP's public batch; with C_pub = ∞ one
+  batched gradient of the public-view loss, no per-example work.
+* ``nonprivate_microbatch_sum``: the plain batched gradient (non-private training).
 
-The sum over a batch runs ``vmap`` over micro-batches inside ``lax.scan``, so
-memory is set by the micro-batch, not by the logical batch; micro-batches made
-only of padding (weight 0) are skipped. ``weight`` is 1 for real examples and 0
-for padding, which contributes exactly nothing.
+``accumulate`` adds a micro-batch sum over a batch: memory is set by the micro-batch, not by the
+logical batch. ``weight`` is 1 for real examples and 0 for padding, which contributes exactly
+nothing.
 """
 
 import functools
@@ -44,39 +42,32 @@ def example_grad(loss_fn: LossFn, params: PyTree, example: Batch, public: bool):
     return jax.value_and_grad(lambda p: loss_fn(p, batched, public)[0])(params)
 
 
-def example_contribution(
-    loss_fn: LossFn,
-    params: PyTree,
-    example: Batch,
-    *,
-    clip_norm: float,
-    public_clip_norm: float | None,
-    maskdp: bool,
+def private_contribution(
+    loss_fn: LossFn, params: PyTree, example: Batch, *, clip_norm: float, maskdp: bool
 ):
-    """One example's clipped contribution to the DP sum, with its loss and clipping statistics.
-
-    ``public_clip_norm=None`` means C_pub = ∞ (public gradients unclipped); no privacy rests on it.
-    """
-    loss, full = example_grad(loss_fn, params, example, public=False)
-    if not maskdp:
-        clipped, norm = clip_by_global_norm(full, clip_norm)
-        return clipped, _stats(loss, norm, clip_norm)
-    _, public = example_grad(loss_fn, params, example, public=True)
-    residual, norm = clip_by_global_norm(jax.tree.map(jnp.subtract, full, public), clip_norm)
-    if public_clip_norm is not None:
-        public, _ = clip_by_global_norm(public, public_clip_norm)
-    return jax.tree.map(jnp.add, public, residual), _stats(loss, norm, clip_norm)
-
-
-def _stats(loss, norm, clip_norm):
-    return {"loss": loss, "grad_norm": norm, "clipped": (norm > clip_norm).astype(jnp.float32)}
+    """One example's term of the private sum and its statistics: clip(g_i, C) for DP-SGD,
+    clip(g_i − p_i, C) for MaskDP (zero for an example without sensitive pixels)."""
+    loss, grad = example_grad(loss_fn, params, example, public=False)
+    if maskdp:
+        _, public = example_grad(loss_fn, params, example, public=True)
+        grad = jax.tree.map(jnp.subtract, grad, public)
+    clipped, norm = clip_by_global_norm(grad, clip_norm)
+    return clipped, {
+        "loss": loss,
+        "grad_norm": norm,
+        "clipped": (norm > clip_norm).astype(jnp.float32),
+    }
 
 
-def dp_microbatch_sum(loss_fn: LossFn, params: PyTree, batch: Batch, **clip_kwargs):
-    """Σ_i weight_i · contribution_i and summed statistics for one micro-batch (vmap over examples)."""
-    contributions, stats = jax.vmap(
-        lambda ex: example_contribution(loss_fn, params, ex, **clip_kwargs)
-    )(batch)
+def public_contribution(loss_fn: LossFn, params: PyTree, example: Batch, *, clip_norm: float):
+    """clip(p_j, C_pub) of one example of the public batch, and its public-view loss."""
+    loss, grad = example_grad(loss_fn, params, example, public=True)
+    return clip_by_global_norm(grad, clip_norm)[0], {"loss": loss}
+
+
+def _weighted_sum(per_example: Callable, batch: Batch):
+    """Σ_i weight_i · per_example(example_i) over a micro-batch (vmap), statistics summed alike."""
+    contributions, stats = jax.vmap(per_example)(batch)
     real = batch["weight"] > 0
 
     def masked_sum(x):
@@ -85,16 +76,42 @@ def dp_microbatch_sum(loss_fn: LossFn, params: PyTree, batch: Batch, **clip_kwar
     return jax.tree.map(masked_sum, contributions), jax.tree.map(masked_sum, stats)
 
 
-def nonprivate_microbatch_sum(loss_fn: LossFn, params: PyTree, batch: Batch):
-    """Gradient of Σ_i weight_i · loss_i for one micro-batch, computed batched (no per-example work)."""
+def private_microbatch_sum(
+    loss_fn: LossFn, params: PyTree, batch: Batch, *, clip_norm: float, maskdp: bool
+):
+    """Σ_i weight_i · ``private_contribution`` over one micro-batch, with summed statistics."""
+    return _weighted_sum(
+        functools.partial(
+            private_contribution, loss_fn, params, clip_norm=clip_norm, maskdp=maskdp
+        ),
+        batch,
+    )
+
+
+def nonprivate_microbatch_sum(
+    loss_fn: LossFn, params: PyTree, batch: Batch, *, public: bool = False
+):
+    """Gradient of Σ_i weight_i · loss_i for one micro-batch on the full (or public) view,
+    computed batched (no per-example work), and the summed loss."""
 
     def weighted_loss(p):
-        losses = loss_fn(p, batch, False)
-        return jnp.sum(jnp.where(batch["weight"] > 0, losses, 0)), losses
+        losses = jnp.where(batch["weight"] > 0, loss_fn(p, batch, public), 0)
+        return jnp.sum(losses)
 
-    (_, losses), grads = jax.value_and_grad(weighted_loss, has_aux=True)(params)
-    loss = jnp.sum(jnp.where(batch["weight"] > 0, losses, 0))
+    loss, grads = jax.value_and_grad(weighted_loss)(params)
     return grads, {"loss": loss}
+
+
+def public_microbatch_sum(
+    loss_fn: LossFn, params: PyTree, batch: Batch, *, clip_norm: float | None
+):
+    """Σ_j weight_j · clip(p_j, C_pub) over one micro-batch of the public batch, and the summed
+    public-view loss; ``clip_norm=None`` (C_pub = ∞) is one batched gradient."""
+    if clip_norm is None:
+        return nonprivate_microbatch_sum(loss_fn, params, batch, public=True)
+    return _weighted_sum(
+        functools.partial(public_contribution, loss_fn, params, clip_norm=clip_norm), batch
+    )
 
 
 def accumulate(

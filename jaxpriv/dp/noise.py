@@ -1,13 +1,28 @@
-"""Gaussian noise on the clipped sum, as an optax ``GradientTransformation``."""
+"""Gaussian noise for the private sum, drawn from a secret key passed to jitted code as data."""
 
 import itertools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 
 PyTree = Any
+KEY_IMPL = "rbg"  # 128-bit keys: the whole secret reaches the noise
+
+
+def noise_key_data(secret: int) -> np.ndarray:
+    """The uint32[4] data of the noise key derived from the ``secret`` (≥ 128 bits).
+
+    Kept as an array (state of the train step), never a compile-time constant, so the secret
+    never reaches a compiled program or the persistent compilation cache.
+    """
+    return np.random.SeedSequence([secret, 0]).generate_state(4, np.uint32)
+
+
+def step_key(key_data: jax.Array, step: jax.Array) -> jax.Array:
+    """The key of ``step``'s noise: the same for every device, a fresh one for every step."""
+    return jax.random.fold_in(jax.random.wrap_key_data(key_data, impl=KEY_IMPL), step)
 
 
 def gaussian_noise(key: jax.Array, like: PyTree, stddev: float | jnp.ndarray) -> PyTree:
@@ -23,40 +38,3 @@ def gaussian_noise(key: jax.Array, like: PyTree, stddev: float | jnp.ndarray) ->
     return treedef.unflatten(
         [part.reshape(x.shape).astype(x.dtype) for part, x in zip(parts, leaves)]
     )
-
-
-class PrivatizeState(NamedTuple):
-    key: jax.Array  # base key; step t uses fold_in(key, count)
-    count: jnp.ndarray
-
-
-def privatize_sum(
-    *, clip_norm: float, noise_multiplier: float, expected_batch_size: float, seed: int = 0
-) -> optax.GradientTransformation:
-    """Turns a sum of clipped gradients into the DP mean ``(Σ + N(0, σ²C²)) / B``.
-
-    ``B`` is the expected batch size qN (a public constant, unlike the sampled
-    size). Noise for update t comes from ``fold_in(key(seed), t)``: drawn once for
-    the global batch and reproducible on resume. ``noise_multiplier=0`` just
-    normalises (non-private training).
-    """
-    if clip_norm <= 0 or noise_multiplier < 0 or expected_batch_size <= 0:
-        raise ValueError(
-            "need clip_norm > 0, noise_multiplier ≥ 0 and expected_batch_size > 0, got "
-            f"{clip_norm}, {noise_multiplier}, {expected_batch_size}"
-        )
-    stddev = noise_multiplier * clip_norm
-
-    def init(params):
-        del params
-        return PrivatizeState(jax.random.key_data(jax.random.key(seed)), jnp.zeros([], jnp.int32))
-
-    def update(updates, state, params=None):
-        del params
-        if noise_multiplier > 0:
-            key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.count)
-            updates = jax.tree.map(jnp.add, updates, gaussian_noise(key, updates, stddev))
-        updates = jax.tree.map(lambda g: g / expected_batch_size, updates)
-        return updates, PrivatizeState(state.key, state.count + 1)
-
-    return optax.GradientTransformation(init, update)

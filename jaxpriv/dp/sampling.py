@@ -93,16 +93,20 @@ def poisson_batch_indices(
 
 
 def shuffled_batch_indices(
-    seed: int, step: int, dataset_size: int, batch_size: int
+    seed: int, step: int, dataset_size: int, batch_size: int, capacity: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed-size batch from a per-epoch permutation (remainder dropped).
+    """A fixed-size batch from a per-epoch permutation (remainder dropped), padded to `capacity`
+    (default `batch_size`).
 
     Epoch `e = step // (dataset_size // batch_size)` uses the permutation drawn
-    with seed `(seed, e)`; the weights are all 1.
+    with seed `(seed, e)`; the `batch_size` real examples have weight 1.
     """
     if not 1 <= batch_size <= dataset_size:
         raise ValueError(f"batch_size must be in [1, {dataset_size}], got {batch_size}")
+    capacity = batch_size if capacity is None else capacity
+    if capacity < batch_size:
+        raise ValueError(f"capacity {capacity} is smaller than batch_size {batch_size}")
     epoch, position = divmod(step, dataset_size // batch_size)
     permutation = np.random.default_rng([seed, epoch]).permutation(dataset_size)
     indices = permutation[position * batch_size : (position + 1) * batch_size]
-    return _pad(indices, batch_size)
+    return _pad(indices, capacity)

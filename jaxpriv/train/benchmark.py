@@ -13,11 +13,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from jaxpriv.data import synthetic
+from jaxpriv.data import pipeline, synthetic
 from jaxpriv.train import parallel
-from jaxpriv.train.loop import Plan, build_step
-
-MODES = ("none", "dpsgd", "maskdp")
+from jaxpriv.train.loop import Plan, build_mechanism, build_step
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, size: int) -> tuple[dict, str]:
@@ -34,9 +32,8 @@ def synthetic_batch(config: ml_collections.ConfigDict, size: int) -> tuple[dict,
 
 
 def make_step(config, mode: str, batch_size: int, pixels: str, example, mesh: Mesh):
-    """(initial state, jitted step) of ``config`` in DP ``mode`` for batches of ``batch_size``.
-
-    The DP modes use σ = 1: the noise costs the same whatever σ is.
+    """(initial state, jitted step, the step's batch names) of ``config`` in DP ``mode`` for
+    batches of ``batch_size``. The DP modes use σ = 1: the noise costs the same whatever σ is.
     """
     config = config.copy_and_resolve_references()
     config.dp.mode = mode
@@ -49,9 +46,20 @@ def make_step(config, mode: str, batch_size: int, pixels: str, example, mesh: Me
         capacity=batch_size,
         microbatch_size=min(config.train.microbatch_size, batch_size // mesh.size),
         noise_multiplier=0.0 if mode == "none" else 1.0,
+        public_capacity=batch_size if mode == "maskdp" else 0,
     )
-    _, state, step = build_step(config, plan, synthetic.NUM_CLASSES, example, pixels, mesh)
-    return state, step
+    mechanism = build_mechanism(config, plan, secret=0)
+    _, state, step = build_step(
+        config, plan, mechanism, synthetic.NUM_CLASSES, example, pixels, mesh
+    )
+    return state, step, mechanism.batch_names()
+
+
+def step_batches(batch: dict, names, mesh: Mesh) -> dict:
+    """The step's batches, each ``batch`` as global arrays split along ``mesh``'s data axis:
+    MaskDP's public batch is its public view (the same examples, as in a benchmark)."""
+    views = {"private": batch, "public": pipeline.public_view(batch)}
+    return {name: sharded(views[name], mesh) for name in names}
 
 
 def sharded(batch: dict, mesh: Mesh) -> dict:
@@ -65,8 +73,10 @@ def sharded(batch: dict, mesh: Mesh) -> dict:
 def jax_runner(config, mode: str, batch: dict, pixels: str, mesh: Mesh) -> Callable[[], None]:
     """A compiled train step in ``mode`` as a no-argument callable that runs one step on
     ``batch`` and waits for it; the compilation happens here, not in the first call."""
-    state, step = make_step(config, mode, len(batch["weight"]), pixels, batch[pixels][:1], mesh)
-    batch = sharded(batch, mesh)
+    state, step, names = make_step(
+        config, mode, len(batch["weight"]), pixels, batch[pixels][:1], mesh
+    )
+    batch = step_batches(batch, names, mesh)
     holder = [state]
 
     def run():
@@ -91,6 +101,8 @@ def median_times(runners: dict[str, Callable[[], None]], repeats: int) -> dict[s
 
 def memory_mib(config, mode: str, batch: dict, pixels: str, mesh: Mesh) -> tuple[float, float]:
     """(working, argument) MiB per device of the compiled step, as XLA plans them."""
-    state, step = make_step(config, mode, len(batch["weight"]), pixels, batch[pixels][:1], mesh)
-    memory = step.lower(state, sharded(batch, mesh)).compile().memory_analysis()
+    state, step, names = make_step(
+        config, mode, len(batch["weight"]), pixels, batch[pixels][:1], mesh
+    )
+    memory = step.lower(state, step_batches(batch, names, mesh)).compile().memory_analysis()
     return memory.temp_size_in_bytes / 2**20, memory.argument_size_in_bytes / 2**20

@@ -22,12 +22,13 @@ from jax.sharding import Mesh
 from jaxpriv import config as config_lib
 from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import accounting, sampling
-from jaxpriv.dp.noise import privatize_sum
+from jaxpriv.dp import mechanism as mechanism_lib
+from jaxpriv.dp.mechanism import DpMechanism
 from jaxpriv.models import build_model, pretrained
 from jaxpriv.train import memory, parallel
 from jaxpriv.train.checkpoint import Checkpointer
 from jaxpriv.train.metrics import JsonlWriter, read_jsonl
-from jaxpriv.train.step import MODES, TrainState, make_eval_step, make_loss_fn, make_train_step
+from jaxpriv.train.step import TrainState, make_eval_step, make_loss_fn, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,9 +40,10 @@ class Plan:
     sampling_rate: float  # q = B / N
     steps: int
     steps_per_epoch: int
-    capacity: int  # physical batch: the fixed shape every step is compiled for
+    capacity: int  # physical private batch: the fixed shape every step is compiled for
     microbatch_size: int
     noise_multiplier: float  # σ; 0 for non-private training
+    public_capacity: int = 0  # physical public batch (MaskDP): B padded to whole micro-batches
 
 
 def accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dict:
@@ -67,8 +69,8 @@ def plan_run(
     micro-batches of ``microbatch_size`` (default ``train.microbatch_size``).
     """
     train, dp = config.train, config.dp
-    if dp.mode not in MODES:
-        raise ValueError(f"unknown dp.mode {dp.mode!r}; choose one of {MODES}")
+    if dp.mode not in mechanism_lib.MODES:
+        raise ValueError(f"unknown dp.mode {dp.mode!r}; choose one of {mechanism_lib.MODES}")
     if not 0 < train.batch_size <= dataset_size:
         raise ValueError(
             f"train.batch_size must be in [1, {dataset_size}] (the dataset size), "
@@ -108,11 +110,11 @@ def plan_run(
             f"train.microbatch_size must be positive, or 0 to choose it from "
             f"train.memory_budget_mb; got {train.microbatch_size}"
         )
+    shard = microbatch * num_devices
+    public_capacity = math.ceil(train.batch_size / shard) * shard if dp.mode == "maskdp" else 0
     if dp.sampling == "poisson":
-        capacity = sampling.physical_batch_size(
-            dataset_size, q, multiple_of=microbatch * num_devices
-        )
-    elif train.batch_size % (microbatch * num_devices):
+        capacity = sampling.physical_batch_size(dataset_size, q, multiple_of=shard)
+    elif train.batch_size % shard:
         raise ValueError(
             f"with fixed-size batches, train.batch_size ({train.batch_size}) must be a multiple "
             f"of train.microbatch_size ({microbatch}) times the {num_devices} device(s)"
@@ -120,7 +122,37 @@ def plan_run(
     else:
         capacity = train.batch_size
     return Plan(
-        dataset_size, train.batch_size, q, steps, max(1, round(1 / q)), capacity, microbatch, sigma
+        dataset_size,
+        train.batch_size,
+        q,
+        steps,
+        max(1, round(1 / q)),
+        capacity,
+        microbatch,
+        sigma,
+        public_capacity,
+    )
+
+
+def build_mechanism(config: ml_collections.ConfigDict, plan: Plan, secret: int) -> DpMechanism:
+    """The run's ``DpMechanism``: the one place where the config and the plan become C, σ, B,
+    the samplers and the noise key. ``secret`` seeds the private sampler and the noise."""
+    dp = config.dp
+    return DpMechanism(
+        mode=dp.mode,
+        clip_norm=dp.clip_norm,
+        noise_multiplier=plan.noise_multiplier,
+        dataset_size=plan.dataset_size,
+        batch_size=plan.batch_size,
+        capacity=plan.capacity,
+        public_capacity=plan.public_capacity,
+        public_clip_norm=None if math.isinf(dp.public_clip_norm) else dp.public_clip_norm,
+        sampling=dp.sampling,
+        delta=dp.delta,
+        accountant=dp.accountant,
+        neighboring=dp.neighboring,
+        public_seed=config.seed,
+        secret=secret,
     )
 
 
@@ -198,40 +230,26 @@ def make_optimizer(train: ml_collections.ConfigDict, steps: int) -> optax.Gradie
 def build_step(
     config: ml_collections.ConfigDict,
     plan: Plan,
+    mechanism: DpMechanism,
     num_classes: int,
     example: np.ndarray,
     pixels: str,
     mesh: Mesh,
-    noise_seed: int = 0,
 ):
-    """(model, initial TrainState replicated over ``mesh``, jitted data-parallel train step).
-
-    ``noise_seed`` must be secret in real runs.
-    """
-    dp = config.dp
+    """(model, initial TrainState replicated over ``mesh``, jitted data-parallel train step)."""
     model = build_model(config.model.name, num_classes, **config.model.kwargs)
-    optimizer = optax.chain(
-        privatize_sum(
-            clip_norm=dp.clip_norm,
-            noise_multiplier=plan.noise_multiplier,
-            expected_batch_size=plan.batch_size,
-            seed=noise_seed,
-        ),
-        make_optimizer(config.train, plan.steps),
-    )
+    optimizer = make_optimizer(config.train, plan.steps)
 
-    def init():
+    def init(noise_key):  # the key is an argument: the secret never becomes a constant
         params = model.init(jax.random.key(config.seed), example)
-        return TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params))
+        return TrainState(jnp.zeros([], jnp.int32), params, optimizer.init(params), noise_key)
 
-    state = jax.jit(init, out_shardings=parallel.replicated(mesh))()
+    state = jax.jit(init, out_shardings=parallel.replicated(mesh))(mechanism.noise_key_data())
     train_step = make_train_step(
+        mechanism,
         make_loss_fn(model, pixels),
         optimizer,
         mesh,
-        mode=dp.mode,
-        clip_norm=dp.clip_norm,
-        public_clip_norm=None if math.isinf(dp.public_clip_norm) else dp.public_clip_norm,
         microbatch_size=plan.microbatch_size,
         unroll_microbatches=unroll_microbatches(config.train, model),
     )
@@ -279,10 +297,18 @@ def batch_spec(example: np.ndarray, pixels: str, size: int, mesh: Mesh) -> dict:
 
 def step_working_memory(config, plan: Plan, num_classes, example, pixels, mesh, microbatch) -> int:
     """Bytes of XLA's temporary buffers per device for the train step at ``microbatch``."""
-    probe = dataclasses.replace(plan, capacity=microbatch * mesh.size, microbatch_size=microbatch)
-    _, state, step = build_step(config, probe, num_classes, example, pixels, mesh)
-    lowered = step.lower(state, batch_spec(example, pixels, probe.capacity, mesh))
-    return lowered.compile().memory_analysis().temp_size_in_bytes
+    size = microbatch * mesh.size
+    probe = dataclasses.replace(
+        plan,
+        capacity=size,
+        public_capacity=size if plan.public_capacity else 0,
+        microbatch_size=microbatch,
+        batch_size=min(plan.batch_size, size),
+    )
+    mechanism = build_mechanism(config, probe, secret=0)
+    _, state, step = build_step(config, probe, mechanism, num_classes, example, pixels, mesh)
+    batches = {name: batch_spec(example, pixels, size, mesh) for name in mechanism.batch_names()}
+    return step.lower(state, batches).compile().memory_analysis().temp_size_in_bytes
 
 
 def auto_microbatch_size(config, plan: Plan, num_classes, example, pixels, mesh: Mesh) -> int:
@@ -305,14 +331,29 @@ def evaluate(eval_step, params, source, batch_size: int, mesh: Mesh) -> float:
     return correct / total
 
 
+SECRET_BITS = 128
+
+
 def shared_secret(secret_seed: int) -> int:
-    """``secret_seed``, or for -1 a fresh secret from the OS, the same in every process."""
+    """``secret_seed``, or for -1 a fresh 128-bit secret from the OS, the same in every process."""
     if secret_seed >= 0:
         return secret_seed
-    secret = np.int32(secrets.randbits(31))
+    words = np.array([secrets.randbits(32) for _ in range(SECRET_BITS // 32)], np.uint32)
     if jax.process_count() > 1:
-        secret = multihost_utils.broadcast_one_to_all(secret)
-    return int(secret)
+        words = np.asarray(multihost_utils.broadcast_one_to_all(words), np.uint32)
+    return int.from_bytes(words.tobytes(), "little")
+
+
+def dataset_fingerprint(source) -> dict:
+    """The training data a checkpoint belongs to: its size and the SHA-256 of its files."""
+    folder = source.dataset_info.data_dir
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        digest.update(name.encode() + b"\0")
+        with open(os.path.join(folder, name), "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return {"size": len(source), "sha256": digest.hexdigest()}
 
 
 def params_digest(params) -> str:
@@ -340,15 +381,29 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
     return json.loads(json.dumps(visit(config, ""), default=list))
 
 
-RESUMABLE_CHANGES = ("train.log_every_steps", "train.eval_batch_size")
+RESUMABLE_CHANGES = ("train.log_every_steps", "train.eval_batch_size", "train.log_private_loss")
+
+
+def released_losses(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The losses a run logs, as {record key: step metric}: the non-private training loss, or
+    MaskDP's public-view loss; the private-batch loss only with ``train.log_private_loss``
+    (outside the guarantee)."""
+    mode = config.dp.mode
+    losses = {"none": {"train_loss": "loss"}, "maskdp": {"public_loss": "public_loss"}}
+    released = dict(losses.get(mode, {}))
+    if mode != "none" and config.train.log_private_loss:
+        released["private_loss"] = "private_loss"
+    return released
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
     """Trains as ``config`` says, data-parallel over all devices of all processes.
 
     Writes ``workdir/metrics.jsonl`` (process 0) and checkpoints in ``workdir/checkpoints``; a
-    run whose workdir holds a checkpoint resumes from it (same parameters, same privacy
-    ledger, same batches and noise as an uninterrupted run). Returns the last metrics record.
+    run whose workdir holds a checkpoint of the same config and data resumes from it (same
+    parameters, step, ε, batches and noise as an uninterrupted run). Returns the last metrics
+    record. The checkpoints hold the run's secret: keep them private (``jaxpriv export``
+    writes what may be released).
     """
     config_lib.check_known_keys(config)
     start = time.time()
@@ -361,16 +416,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         probe = plan_run(config, len(train_source), mesh.size, microbatch_size=1)
         microbatch = auto_microbatch_size(config, probe, num_classes, example, pixels, mesh)
     plan = plan_run(config, len(train_source), mesh.size, microbatch)
-    dp = config.dp
-    secret = shared_secret(dp.secret_seed)
+    mechanism = build_mechanism(config, plan, shared_secret(config.dp.secret_seed))
     model, state, train_step = build_step(
-        config, plan, num_classes, example, pixels, mesh, noise_seed=secret
+        config, plan, mechanism, num_classes, example, pixels, mesh
     )
     eval_step = make_eval_step(model, pixels)
-    ledger = accounting.PrivacyLedger(dp.sampling, plan.dataset_size, dp.neighboring)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"),
-        fingerprint=fingerprint(config),
+        fingerprint=fingerprint(config) | {"dataset": dataset_fingerprint(train_source)},
         max_to_keep=config.checkpoint.keep,
         save_every_steps=config.checkpoint.every_steps,
     )
@@ -378,30 +431,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     restored = checkpointer.restore(state)
     if restored is None and config.model.init_from:  # a resumed run has its own parameters
         state = with_pretrained(state, config.model.init_from)
-    if restored is not None:  # resume: the state, and the run's secret seed and spent budget
+    if restored is not None:  # resume: the state (its noise key too) and the sampler's secret
         state, saved = restored
-        first, secret = saved["step"], saved["secret_seed"]
-        ledger = accounting.PrivacyLedger.from_dict(saved["ledger"])
+        first = saved["step"]
+        mechanism = dataclasses.replace(mechanism, secret=int(saved["secret"]))
     lead = jax.process_index() == 0
     metrics_path = os.path.join(workdir, "metrics.jsonl")
     if first >= plan.steps:  # finished earlier: nothing to do
         checkpointer.close()
         return read_jsonl(metrics_path)[-1] if lead else {}
-    sampler_args = (
-        dict(sampling_rate=plan.sampling_rate, capacity=plan.capacity)
-        if dp.sampling == "poisson"
-        else dict(batch_size=plan.batch_size)
-    )
     batches = pipeline.train_batches(
         train_source,
-        seed=secret + 1,
+        mechanism,
         num_steps=plan.steps - first,
         start_step=first,
-        sampler=dp.sampling,
         num_shards=mesh.size,
         rows=parallel.local_rows(mesh, plan.capacity),
-        **sampler_args,
     )
+    shapes = {"private": plan.capacity, "public": plan.public_capacity}
+    losses = released_losses(config)
     writer = JsonlWriter(metrics_path) if lead else None
     if writer:
         writer.drop_after(first)  # lines of steps that the resumed run redoes
@@ -417,43 +465,47 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     )
     with checkpointer:
         for step in bar:
-            state, metrics = train_step(
-                state, parallel.to_global(next(batches), mesh, plan.capacity)
-            )
-            if plan.noise_multiplier > 0:
-                ledger.record(plan.noise_multiplier, plan.sampling_rate)
+            step_batches = {
+                name: parallel.to_global(batch, mesh, shapes[name])
+                for name, batch in next(batches).items()
+            }
+            state, metrics = train_step(state, step_batches)
             done = step + 1
             end_of_epoch = done % plan.steps_per_epoch == 0 or done == plan.steps
             if done % config.train.log_every_steps == 0 or end_of_epoch:
-                loss = float(metrics["loss"])
-                if not np.isfinite(loss):
+                if not bool(metrics["params_finite"]):
                     raise FloatingPointError(
-                        f"training loss became {loss} at step {done}; the run diverged. Lower "
-                        f"train.learning_rate (now {config.train.learning_rate}) or check the data."
+                        f"the parameters became NaN or infinite at step {done}; the run "
+                        f"diverged. Lower train.learning_rate (now {config.train.learning_rate}) "
+                        "or check the data. The last checkpoint holds the state before."
                     )
-                bar.set_postfix(loss=f"{loss:.3f}")
+                shown = {key: float(metrics[metric]) for key, metric in losses.items()}
+                bar.set_postfix({key: f"{value:.3f}" for key, value in shown.items()})
             if end_of_epoch:
+                epsilon = mechanism.epsilon(done)
                 record = {
                     "step": done,
                     "epoch": done / plan.steps_per_epoch,
-                    "train_loss": loss,
+                    **shown,
                     "test_accuracy": evaluate(
                         eval_step, state.params, test_source, config.train.eval_batch_size, mesh
                     ),
-                    "epsilon": ledger.epsilon(dp.delta, dp.accountant) if ledger.steps else None,
-                    "delta": dp.delta,
+                    "epsilon": None if math.isinf(epsilon) else epsilon,
+                    "delta": config.dp.delta,
                     "noise_multiplier": plan.noise_multiplier,
-                    "mode": dp.mode,
+                    "mode": config.dp.mode,
                     "params_sha256": params_digest(state.params),
                     "wall_time": time.time() - start,
                 }
                 if writer:
                     writer.write(record)
                 bar.set_postfix(
-                    loss=f"{loss:.3f}",
-                    acc=f"{record['test_accuracy']:.3f}",
-                    eps="∞" if record["epsilon"] is None else f"{record['epsilon']:.2f}",
+                    {key: f"{value:.3f}" for key, value in shown.items()}
+                    | {
+                        "acc": f"{record['test_accuracy']:.3f}",
+                        "eps": "∞" if record["epsilon"] is None else f"{epsilon:.2f}",
+                    }
                 )
-            saved = {"step": done, "secret_seed": secret, "ledger": ledger.to_dict()}
+            saved = {"step": done, "secret": str(mechanism.secret)}
             checkpointer.save(done, state, saved, force=done == plan.steps)
     return record

@@ -1,7 +1,6 @@
-"""The jitted train step: (clipped) gradient sum → privatize → optax update."""
+"""The jitted train step: clipped gradient sums → ``DpMechanism.privatize`` → optax update."""
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -12,16 +11,17 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from jaxpriv.dp import clipping
+from jaxpriv.dp.mechanism import DpMechanism
 from jaxpriv.train.parallel import DATA_AXIS, batch_sharding, replicated
 
 PyTree = Any
-MODES = ("none", "dpsgd", "maskdp")
 
 
 class TrainState(NamedTuple):
     step: jnp.ndarray
     params: PyTree
     opt_state: PyTree
+    noise_key: jnp.ndarray  # uint32 key data of the DP noise (secret; see jaxpriv.dp.noise)
 
 
 def make_loss_fn(model: nn.Module, pixels: str) -> clipping.LossFn:
@@ -51,69 +51,54 @@ def make_loss_fn(model: nn.Module, pixels: str) -> clipping.LossFn:
     return loss_fn
 
 
-def gradient_sum(
-    loss_fn: clipping.LossFn,
-    params: PyTree,
-    batch: dict,
-    *,
-    mode: str,
-    clip_norm: float,
-    public_clip_norm: float | None,
-    microbatch_size: int,
-    unroll_microbatches: bool = False,
-):
-    """Σ over real examples of their (clipped) gradients, and summed statistics.
-
-    ``unroll_microbatches``: see ``jaxpriv.dp.clipping.accumulate``.
-    """
-    if mode == "none":
-        microbatch_sum = partial(clipping.nonprivate_microbatch_sum, loss_fn)
-    elif mode in ("dpsgd", "maskdp"):
-        microbatch_sum = partial(
-            clipping.dp_microbatch_sum,
-            loss_fn,
-            clip_norm=clip_norm,
-            public_clip_norm=public_clip_norm,
-            maskdp=mode == "maskdp",
-        )
-    else:
-        raise ValueError(f"unknown dp mode {mode!r}; choose one of {MODES}")
-    return clipping.accumulate(
-        microbatch_sum, params, batch, microbatch_size, unroll=unroll_microbatches
-    )
-
-
 def make_train_step(
+    mechanism: DpMechanism,
     loss_fn: clipping.LossFn,
     optimizer: optax.GradientTransformation,
     mesh: Mesh,
-    **sum_kwargs,
+    *,
+    microbatch_size: int,
+    unroll_microbatches: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """Returns ``step(state, batch) -> (state, metrics)``, jitted with the state donated.
+    """Returns ``step(state, batches) -> (state, metrics)``, jitted with the state donated.
 
-    Data-parallel over ``mesh`` (axis ``"data"``, one device or many, one host or many): each
-    device sums the (clipped) gradients of its shard of the batch, ``psum`` adds the device sums,
-    and ``optimizer`` runs once on the global sum. ``optimizer`` must start with
-    ``jaxpriv.dp.noise.privatize_sum``, so the noise is drawn once, from one key, for the whole
-    batch — never per device — and the sum is divided by the expected batch size. The state
-    is replicated; the batch is sharded along its leading axis.
+    ``batches`` holds the batches ``mechanism.batch_names()`` names. Data-parallel over
+    ``mesh`` (axis ``"data"``, one device or many, one host or many): each device sums the
+    clipped gradients of its shard of each batch, ``psum`` adds the device sums, then
+    ``mechanism.privatize`` adds the noise once, from the key in the state, and divides by B;
+    ``optimizer`` turns that gradient into the update. The state is replicated; the batches
+    are sharded along their leading axis. ``unroll_microbatches``: see
+    ``jaxpriv.dp.clipping.accumulate``.
+
+    Metrics: ``params_finite``; ``loss`` (non-private training) or ``public_loss`` (MaskDP's
+    public batch); and ``private_loss``, ``private_grad_norm``, ``private_clipped`` (means over
+    the private batch of a DP mode), which are outside the guarantee: log them only on request.
     """
 
-    def device_sum(params, batch):
-        return jax.lax.psum(gradient_sum(loss_fn, params, batch, **sum_kwargs), DATA_AXIS)
+    def device_sums(params, batches):
+        sums = mechanism.gradient_sums(
+            loss_fn, params, batches, microbatch_size=microbatch_size, unroll=unroll_microbatches
+        )
+        counts = {name: jnp.sum(batch["weight"] > 0) for name, batch in batches.items()}
+        return jax.lax.psum((sums, counts), DATA_AXIS)
 
-    global_sum = jax.shard_map(
-        device_sum, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(), check_vma=False
+    global_sums = jax.shard_map(
+        device_sums, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(), check_vma=False
     )
 
-    def step(state: TrainState, batch: dict):
-        grads, stats = global_sum(state.params, batch)
+    def step(state: TrainState, batches: dict):
+        (sums, stats), counts = global_sums(state.params, batches)
+        grads = mechanism.privatize(sums, state.noise_key, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        count = jnp.sum(batch["weight"] > 0)
-        metrics = {k: v / jnp.maximum(count, 1) for k, v in stats.items()}
-        metrics["batch_size"] = count
-        return TrainState(state.step + 1, params, opt_state), metrics
+        finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]).all()
+        prefix = {"private": "private_" if mechanism.private else "", "public": "public_"}
+        metrics = {"params_finite": finite} | {
+            prefix[name] + key: total / jnp.maximum(counts[name], 1)
+            for name, batch_stats in stats.items()
+            for key, total in batch_stats.items()
+        }
+        return TrainState(state.step + 1, params, opt_state, state.noise_key), metrics
 
     return jax.jit(
         step,

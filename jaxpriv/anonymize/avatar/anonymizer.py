@@ -17,10 +17,11 @@ Every avatar has an :class:`Identity` (shape, skin and clothing colours) drawn f
 the person's track key, so a tracked person keeps one identity for a whole clip; in videos the
 fitted poses of a track are warm-started frame to frame and smoothed over time.
 
-Privacy: an avatar's pixels depend on the person's keypoints and box (its pose and place) and
-on the seed, never on a real pixel value; the pipeline marks them public under MaskDP (like the
-region mask, the pose is not protected). The inpainted background reads the real surroundings
-and stays sensitive, and so do refined avatars.
+Privacy: an avatar's fully covered pixels depend on the person's keypoints and box (its pose
+and place) and on the seed, never on a real pixel value; the pipeline marks them public under
+MaskDP (like the region mask, the pose is not protected). The avatar's anti-aliased edge blends
+in the background, which reads the real surroundings: both stay sensitive, and so do refined
+avatars.
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ class Avatars:
     def paint(
         self, image: np.ndarray, region: np.ndarray, planned: Planned, seed: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Steps 3–6 for one image: (uint8 [H, W, 3], bool [H, W] avatar pixels)."""
+        """Steps 3–6 for one image: (uint8 [H, W, 3], bool [H, W] public avatar pixels, see
+        `compose.merge`)."""
         height, width = image.shape[:2]
         meshes = self.meshes(planned)
         rendering = self.renderer.render(meshes, Camera.for_image(height, width), height, width)
@@ -226,9 +228,9 @@ class Avatars:
             "opencv" if self.background is None else functools.partial(self.background, seed=seed)
         )
         background = compose.remove_person(image, region, dilate=self.dilate, method=method)
-        merged, avatar_mask = compose.merge(background, rendering)
+        merged, public = compose.merge(background, rendering)
         if self.refine is not None:
-            changed = compose.grow(region, self.dilate) | avatar_mask
-            refined = self.refine(merged, avatar_mask, seed=seed)
+            changed = compose.grow(region, self.dilate) | rendering.mask
+            refined = self.refine(merged, rendering.mask, seed=seed)
             merged = np.where(changed[..., None], refined, merged)
-        return merged, avatar_mask
+        return merged, public

@@ -3,12 +3,14 @@
 Per image, uint8 ``[H, W, 3]`` numpy arrays and bool ``[H, W]`` masks::
 
     background = remove_person(image, person_mask)  # the real persons inpainted away
-    image, avatar_mask = merge(background, render(meshes, camera, H, W))
+    rendering = renderer.render(meshes, camera, H, W)
+    image, public = merge(background, rendering)
 
 Every pixel of ``person_mask`` then holds either the avatar or inpainted background, never the
 original. An optional diffusion refinement (the img2img wrapper, ``img2img(image, strength,
 seed) -> image``) may follow; it alters every pixel, so paste its output back inside the
-changed region only (the grown person mask and the avatar mask) to keep the rest bit-identical.
+changed region only (the grown person mask and ``rendering.mask``) to keep the rest
+bit-identical.
 """
 
 from __future__ import annotations
@@ -63,16 +65,17 @@ def remove_person(
 
 
 def merge(background: np.ndarray, rendering: Rendering) -> tuple[np.ndarray, np.ndarray]:
-    """The avatars of ``rendering`` over ``background``: (uint8 ``[H, W, 3]``, avatar mask).
+    """The avatars of ``rendering`` over ``background``: (uint8 ``[H, W, 3]``, public mask).
 
     Inside the rendered mask the anti-aliased colour is composited over the background by its
-    coverage (``color + (1 - alpha) · background``, fully the avatar away from its edge); outside
-    it the background is returned bit-identical. Where avatars overlap the renderer already kept
-    the nearest. The avatar mask is the rendered mask.
+    coverage (``color + (1 - alpha) · background``); outside it the background is returned
+    bit-identical. Where avatars overlap the renderer already kept the nearest. The public mask
+    is the avatar pixels whose value does not depend on the background: those fully covered
+    (``alpha == 1``); the edge pixels mix it in.
     """
     inside = rendering.mask
     alpha = rendering.alpha[inside][:, None]
     mixed = rendering.color[inside] + (1 - alpha) * background[inside]
     image = background.copy()
     image[inside] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
-    return image, inside.copy()
+    return image, inside & (rendering.alpha == 1)
