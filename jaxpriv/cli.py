@@ -1,5 +1,5 @@
 """The ``jaxpriv`` command line: ``train``, ``account``, ``anonymize``, ``demo``, ``experiment``,
-``compare`` and ``audit``."""
+``compare``, ``export`` and ``audit``."""
 
 import argparse
 import dataclasses
@@ -199,6 +199,15 @@ def read_inputs(kind: str, root: str | None, annotations: str | None, split: str
     return readers.read_videos(root)
 
 
+def _export(args, overrides):
+    from jaxpriv.train.export import export
+
+    _no_overrides(overrides)
+    summary = export(args.workdir, args.out)
+    print(json.dumps(summary, indent=1, sort_keys=True))
+    print(f"wrote {args.out}/params.npz and {args.out}/summary.json (no secret)")
+
+
 def _no_overrides(overrides):
     if overrides:
         raise SystemExit(f"jaxpriv: unrecognized arguments: {' '.join(overrides)}")
@@ -233,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model as a config file says. Writes metrics (test accuracy and ε "
         "spent per epoch) as JSON lines to WORKDIR/metrics.jsonl and prints a summary. "
         "DP runs calibrate σ to dp.epsilon, or, with dp.noise_multiplier > 0, stop "
-        "when dp.epsilon is spent.",
+        "when dp.epsilon is spent. What is logged: MaskDP the public-view loss, DP-SGD no "
+        "training loss; --config.train.log_private_loss=true adds the loss of the private batch, "
+        "which is NOT covered by ε. WORKDIR/checkpoints hold the run's secret seed: keep them "
+        "private and release with `jaxpriv export`.",
         epilog=CONFIG_HELP,
     )
     train.add_argument("--config", required=True, help="config file, e.g. configs/video_maskdp.py")
@@ -533,6 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     compare.set_defaults(run=_compare)
+
+    export = commands.add_parser(
+        "export",
+        help="write a trained run's parameters and public summary for release",
+        description="Writes OUT/params.npz (the parameters of WORKDIR's latest checkpoint, "
+        "loadable with --config.model.init_from) and OUT/summary.json (mode, ε, δ, σ, steps, "
+        "test accuracy). The checkpoints themselves hold the run's secret seed (anyone who has "
+        "it can replay the DP noise): keep WORKDIR private and release only what this writes.",
+    )
+    export.add_argument("workdir", help="the workdir of a finished `jaxpriv train` run")
+    export.add_argument("out", help="the folder to create (must not exist)")
+    export.set_defaults(run=_export)
 
     audit = commands.add_parser(
         "audit",

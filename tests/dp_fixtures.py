@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxpriv.dp.mechanism import DpMechanism
 from jaxpriv.models import ResNet, ViT
-from jaxpriv.train.step import gradient_sum, make_loss_fn
+from jaxpriv.train.step import make_loss_fn
 
 SIZE = 8
 C = 0.1  # small enough that the tiny models' gradients get clipped
@@ -45,33 +46,42 @@ def make_batch(n=4, seed=0):
     }
 
 
-_jitted_sum = jax.jit(
-    gradient_sum,
-    static_argnames=(
-        "loss_fn",
-        "mode",
-        "clip_norm",
-        "public_clip_norm",
-        "microbatch_size",
-        "unroll_microbatches",
-    ),
-)
-
-
-def dp_sum(name, batch, mode, microbatch_size=2, public_clip_norm=C, unroll=False):
-    """The flattened pre-noise gradient sum of ``batch`` and its statistics."""
-    loss_fn, params = setup(name)
-    grads, stats = _jitted_sum(
-        loss_fn,
-        params,
-        batch,
+def mechanism(mode, public_clip_norm=C, capacity=4):
+    """A ``DpMechanism`` of ``mode`` with clip norm C (σ = 1; the sums below are pre-noise)."""
+    return DpMechanism(
         mode=mode,
         clip_norm=C,
+        noise_multiplier=0.0 if mode == "none" else 1.0,
+        dataset_size=64,
+        batch_size=capacity,
+        capacity=capacity,
+        public_capacity=capacity,
         public_clip_norm=public_clip_norm,
-        microbatch_size=microbatch_size,
-        unroll_microbatches=unroll,
     )
-    return flat(grads), stats
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 4, 5))
+def _sums(name, mech, params, batches, microbatch_size, unroll):
+    loss_fn, _ = setup(name)
+    return mech.gradient_sums(
+        loss_fn, params, batches, microbatch_size=microbatch_size, unroll=unroll
+    )
+
+
+def dp_sums(name, batch, mode, microbatch_size=2, public_clip_norm=C, unroll=False, public=None):
+    """The flattened pre-noise sums {"private", "public" (MaskDP)} and their statistics, with
+    ``batch`` as the private batch and ``public`` (default: ``batch``) as MaskDP's public one."""
+    mech = mechanism(mode, public_clip_norm, len(batch["weight"]))
+    batches = {"private": batch, "public": batch if public is None else public}
+    batches = {k: batches[k] for k in mech.batch_names()}
+    sums, stats = _sums(name, mech, setup(name)[1], batches, microbatch_size, unroll)
+    return {k: flat(v) for k, v in sums.items()}, stats
+
+
+def dp_sum(name, batch, mode, **kwargs):
+    """The flattened private sum (what the noise is added to) and its statistics."""
+    sums, stats = dp_sums(name, batch, mode, **kwargs)
+    return sums["private"], stats["private"]
 
 
 def take(batch, i):

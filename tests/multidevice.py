@@ -14,7 +14,7 @@ import numpy as np
 import optax
 
 from jaxpriv import config as config_lib
-from jaxpriv.dp.noise import privatize_sum
+from jaxpriv.dp.mechanism import DpMechanism
 from jaxpriv.models import ViT
 from jaxpriv.train import loop, parallel
 from jaxpriv.train.step import TrainState, make_loss_fn, make_train_step
@@ -36,28 +36,38 @@ def batch(n: int, real: int, seed: int = 0) -> dict:
 def step_and_state(
     mesh, mode: str, sigma: float, expected_batch: int, microbatch: int, opt, width: int = 8
 ):
+    """(state, step, mechanism) of a tiny ViT; capacity and public capacity 64."""
     model = ViT(num_classes=CLASSES, patch=(4, 4), width=width, depth=1, heads=2, mlp_dim=width)
     params = model.init(jax.random.key(0), np.zeros((1, SIZE, SIZE, 3), np.uint8))
-    optimizer = optax.chain(
-        privatize_sum(
-            clip_norm=0.1, noise_multiplier=sigma, expected_batch_size=expected_batch, seed=7
-        ),
-        opt,
+    mechanism = DpMechanism(
+        mode,
+        clip_norm=0.1,
+        noise_multiplier=sigma,
+        dataset_size=1 << 16,
+        batch_size=expected_batch,
+        capacity=64,
+        public_capacity=64,
+        secret=7,
     )
     state = jax.device_put(
-        TrainState(np.zeros([], np.int32), params, optimizer.init(params)),
+        TrainState(np.zeros([], np.int32), params, opt.init(params), mechanism.noise_key_data()),
         parallel.replicated(mesh),
     )
     step = make_train_step(
-        make_loss_fn(model, "image"),
-        optimizer,
-        mesh,
-        mode=mode,
-        clip_norm=0.1,
-        public_clip_norm=None,
-        microbatch_size=microbatch,
+        mechanism, make_loss_fn(model, "image"), opt, mesh, microbatch_size=microbatch
     )
-    return state, step
+    return state, step, mechanism
+
+
+def global_batches(mesh, mechanism, real: int, size: int = 64) -> dict:
+    """The step's batches on ``mesh``: ``real`` examples then padding, each batch its own."""
+    batches = {"private": batch(size, real), "public": batch(size, real, seed=1)}
+    return {
+        name: parallel.to_global(
+            {k: parallel.spread(v, mesh.size) for k, v in batches[name].items()}, mesh, size
+        )
+        for name in mechanism.batch_names()
+    }
 
 
 def flat(tree) -> np.ndarray:
@@ -71,11 +81,8 @@ def same_update() -> dict:
         params = []
         for devices in (jax.devices(), jax.devices()[:1]):
             mesh = parallel.data_mesh(devices)
-            sigma = 0.0 if mode == "none" else 1.0
-            state, step = step_and_state(mesh, mode, sigma, 24, 4, optax.sgd(0.5))
-            data = parallel.to_global(
-                {k: parallel.spread(v, mesh.size) for k, v in batch(64, 37).items()}, mesh, 64
-            )
+            state, step, mechanism = step_and_state(mesh, mode, 1.0, 24, 4, optax.sgd(0.5))
+            data = global_batches(mesh, mechanism, 37)
             for _ in range(2):
                 state, _ = step(state, data)
             params.append(flat(state.params))
@@ -90,10 +97,11 @@ def noise_std() -> dict:
     """Std of the update of an all-padding batch (pure noise / B) on 8 devices vs σC/B."""
     mesh = parallel.data_mesh()
     sigma, clip, expected = 2.0, 0.1, 16
-    state, step = step_and_state(mesh, "dpsgd", sigma, expected, 4, optax.sgd(1.0), width=32)
+    state, step, mechanism = step_and_state(
+        mesh, "dpsgd", sigma, expected, 4, optax.sgd(1.0), width=32
+    )
     before = flat(state.params)
-    data = parallel.to_global(batch(64, 0), mesh, 64)
-    state, _ = step(state, data)
+    state, _ = step(state, global_batches(mesh, mechanism, 0))
     update = flat(state.params) - before
     return {"std": float(update.std()), "expected": sigma * clip / expected, "n": update.size}
 
@@ -103,8 +111,8 @@ def memory() -> dict:
     mesh = parallel.data_mesh(jax.devices()[:1])
     result = {}
     for size in (256, 4096):
-        state, step = step_and_state(mesh, "dpsgd", 1.0, size, 32, optax.sgd(0.1))
-        data = parallel.to_global(batch(size, size), mesh, size)
+        state, step, mechanism = step_and_state(mesh, "dpsgd", 1.0, size, 32, optax.sgd(0.1))
+        data = global_batches(mesh, mechanism, size, size)
         analysis = step.lower(state, data).compile().memory_analysis()
         result[size] = {
             "temp": analysis.temp_size_in_bytes,

@@ -1,13 +1,12 @@
-"""Privacy accounting: pinned ε values, calibration, max_steps, sampling schemes and the ledger."""
+"""Privacy accounting: pinned ε values, calibration, max_steps and the sampling schemes."""
 
-import json
 import math
 
 import pytest
 from dp_accounting import dp_event, pld, privacy_accountant, rdp
 
 from jaxpriv.dp import accounting
-from jaxpriv.dp.accounting import PrivacyLedger, Segment, UnreachableBudgetError
+from jaxpriv.dp.accounting import UnreachableBudgetError
 
 # (noise_multiplier, sampling_rate, steps, delta) -> ε measured with dp-accounting 0.6.0.
 SMALL_Q = dict(noise_multiplier=1.0, sampling_rate=0.01, steps=1000, delta=1e-5)
@@ -215,90 +214,3 @@ def test_pld_replace_one_is_exact_and_tighter_than_the_rdp_fallback():
     assert eps(**full, neighboring="replace_one") == pytest.approx(
         eps(**{**full, "noise_multiplier": 2.0}), abs=0.01
     )
-
-
-def test_ledger_merges_consecutive_segments():
-    ledger = PrivacyLedger()
-    for _ in range(5):
-        ledger.record(1.0, 0.01)
-    ledger.record(1.0, 0.01, steps=995)
-    ledger.record(1.0, 0.01, steps=0)
-    assert ledger.segments == [Segment(1.0, 0.01, 1000)]
-    ledger.record(2.0, 0.01, steps=10)
-    ledger.record(1.0, 0.01, steps=10)
-    assert ledger.segments == [
-        Segment(1.0, 0.01, 1000),
-        Segment(2.0, 0.01, 10),
-        Segment(1.0, 0.01, 10),
-    ]
-    assert ledger.steps == 1020
-
-
-@pytest.mark.parametrize("accountant", accounting.ACCOUNTANTS)
-def test_ledger_of_identical_segments_equals_one_call(accountant):
-    ledger = PrivacyLedger()
-    ledger.record(1.0, 0.01, steps=300)
-    ledger.record(1.0, 0.01, steps=700)
-    assert ledger.epsilon(1e-5, accountant=accountant) == eps(accountant)
-    # Two unmerged segments compose to the same ε (exactly for RDP, up to discretization for PLD).
-    split = PrivacyLedger(segments=[(1.0, 0.01, 500), (1.0, 0.01, 500)])
-    assert split.epsilon(1e-5, accountant=accountant) == pytest.approx(eps(accountant), abs=0.01)
-
-
-def test_ledger_composes_different_segments():
-    ledger = PrivacyLedger(segments=[(1.0, 0.01, 400), (2.0, 0.01, 200), (1.0, 0.01, 400)])
-    reordered = PrivacyLedger(segments=[(1.0, 0.01, 800), (2.0, 0.01, 200)])
-    assert ledger.epsilon(1e-5, "rdp") == pytest.approx(reordered.epsilon(1e-5, "rdp"), rel=1e-9)
-    assert eps(noise_multiplier=2.0) < ledger.epsilon(1e-5) < eps()
-    assert PrivacyLedger().epsilon(1e-5) == 0.0
-
-
-def test_ledger_round_trips_and_resumes_exactly():
-    ledger = PrivacyLedger(**SHUFFLE)
-    ledger.record(1.0, 0.01, steps=600)
-    ledger.record(1.5, 0.02, steps=50)
-    state = json.loads(json.dumps(ledger.to_dict()))
-    restored = PrivacyLedger.from_dict(state)
-    assert restored == ledger
-    assert restored.to_dict() == ledger.to_dict()
-    assert restored.epsilon(1e-5, "rdp") == ledger.epsilon(1e-5, "rdp")
-
-    # Resuming from a checkpoint neither re-spends nor forgets budget.
-    run = PrivacyLedger()
-    run.record(1.0, 0.01, steps=600)
-    resumed = PrivacyLedger.from_dict(json.loads(json.dumps(run.to_dict())))
-    resumed.record(1.0, 0.01, steps=400)
-    assert resumed.steps == 1000
-    assert resumed.epsilon(1e-5) == eps()
-
-
-@pytest.mark.parametrize(
-    "state,match",
-    [
-        (
-            dict(
-                sampling="poisson",
-                dataset_size=None,
-                neighboring="add_remove",
-                segments=[[1.0, 1.5, 10]],
-            ),
-            "sampling_rate",
-        ),
-        (
-            dict(sampling="shuffle", dataset_size=None, neighboring="replace_one", segments=[]),
-            "needs dataset_size",
-        ),
-        (
-            dict(
-                sampling="shuffle",
-                dataset_size=1000,
-                neighboring="replace_one",
-                segments=[[1.0, 0.0105, 10]],
-            ),
-            "whole batch size",
-        ),
-    ],
-)
-def test_ledger_rejects_invalid_state(state, match):
-    with pytest.raises(ValueError, match=match):
-        PrivacyLedger.from_dict(state)

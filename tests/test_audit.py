@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import special
 
-from jaxpriv.audit import AuditSpec, audit_suite, bound_from_scores, epsilon_lower_bound, p_value
+from jaxpriv.audit import AuditSpec, bound_from_scores, epsilon_lower_bound, p_value
 from jaxpriv.audit.canaries import canary_region, draw_membership, make_canaries, training_set
-from jaxpriv.audit.run import check, format_table
+from jaxpriv.audit.run import audit, check, format_table, passed
 
 
 def closed_form(r, confidence):
@@ -70,6 +70,7 @@ def test_perfect_scores_give_the_largest_k_at_bonferroni_confidence():
         (lambda: p_value(10, 4, 3, -1.0), "eps must be ≥ 0"),
         (lambda: bound_from_scores(np.zeros(4), np.zeros(5), delta=0), "must be equal"),
         (lambda: AuditSpec(mode="dpsgd", placement="public"), "audits placements"),
+        (lambda: AuditSpec(mode="maskdp-coupled", placement="public"), "audits placements"),
         (lambda: AuditSpec(mode="sgd"), "mode must be one of"),
         (lambda: AuditSpec(epsilon=0.0), "epsilon must be > 0"),
         (lambda: AuditSpec(image_size=12), "image_size must be a multiple of 8"),
@@ -86,53 +87,90 @@ def test_canaries_in_and_out():
     region = canary_region(8)
     example = make_canaries("example", 40, size=8, seed=3)
     assert example.outside is None
-    assert len(training_set(example, included)["label"]) == included.sum()
+    data = training_set(example, included)
+    assert len(data["label"]) == 40  # OUT canaries stay as rows of weight 0
+    np.testing.assert_array_equal(data["weight"], included.astype(np.float32))
     for placement in ("sensitive", "public"):
         canaries = make_canaries(placement, 40, size=8, seed=3)
         data = training_set(canaries, included)
         assert len(data["label"]) == 40
-        # OUT: the canary region is absent; the rest is shared.
+        # OUT: the canary region is absent (filled); the rest is each canary's own content.
         np.testing.assert_array_equal(data["absent"][~included][:, region], True)
         assert not data["absent"][included].any()
-        # OUT versions hold no canary content: all are the same image (labels differ).
-        assert (canaries.outside["image"] == canaries.outside["image"][:1]).all()
-        assert (canaries.inside["image"][:, ~region] == canaries.inside["image"][:1, ~region]).all()
+        assert (canaries.outside["image"][:, region] == 128).all()
+        public_parts = canaries.inside["image"][:, ~region].reshape(40, -1)
+        assert len(np.unique(public_parts, axis=0)) == 40  # distinct public content per canary
+        np.testing.assert_array_equal(
+            canaries.outside["image"][:, ~region], canaries.inside["image"][:, ~region]
+        )
         expected = region if placement == "sensitive" else ~region
         np.testing.assert_array_equal(data["sensitive"], np.broadcast_to(expected, (40, 8, 8)))
 
 
-SMALL = dict(canaries=200, steps=40)
+def run(mode, placement, epsilon=2.0, **changes):
+    return audit(AuditSpec(mode=mode, placement=placement, epsilon=epsilon, **changes))
 
 
 @pytest.fixture(scope="module")
-def suite():
-    return {(r["placement"], math.isinf(r["epsilon"])): r for r in audit_suite(2.0, **SMALL)}
+def results():
+    """The audit suite at test size: DP-SGD over 40 steps at q = 0.1; MaskDP over 100 (public
+    canaries) or 250 steps (sensitive canaries: the coupled design's leak needs that schedule)."""
+    dpsgd = dict(steps=40, sampling_rate=0.1)
+    return {
+        "dpsgd": run("dpsgd", "example", **dpsgd),
+        "dpsgd noise off": run("dpsgd", "example", math.inf, **dpsgd),
+        "maskdp": run("maskdp", "sensitive", steps=250),
+        "maskdp public": run("maskdp", "public", steps=100),
+        "maskdp-coupled": run("maskdp-coupled", "sensitive", steps=250),
+    }
 
 
-def test_dpsgd_noise_on_is_within_its_epsilon(suite):
-    result = suite["example", False]
+def test_dpsgd_noise_on_is_within_its_epsilon(results):
+    result = results["dpsgd"]
     assert result["noise_multiplier"] > 0 and result["epsilon"] <= 2.0 + 1e-9
     assert result["epsilon_lower_bound"] <= result["epsilon"]
 
 
-def test_dpsgd_noise_off_leaks(suite):
-    result = suite["example", True]
+def test_dpsgd_noise_off_leaks(results):
+    result = results["dpsgd noise off"]
     assert result["noise_multiplier"] == 0 and result["epsilon"] == math.inf
     assert result["epsilon_lower_bound"] > 2
 
 
-def test_maskdp_sensitive_canaries_are_within_epsilon(suite):
-    result = suite["sensitive", False]
+def test_maskdp_sensitive_canaries_are_within_epsilon(results):
+    result = results["maskdp"]
     assert result["epsilon_lower_bound"] <= result["epsilon"] <= 2.0 + 1e-9
 
 
-def test_maskdp_does_not_protect_public_pixels(suite):
-    result = suite["public", False]
+def test_maskdp_does_not_protect_public_pixels(results):
+    result = results["maskdp public"]
     assert result["epsilon"] <= 2.0 + 1e-9
     assert result["epsilon_lower_bound"] > 2
 
 
-def test_every_check_passes_and_the_table_shows_them(suite):
-    assert [check(r) for r in suite.values()] == ["pass", "pass (leak found)"] * 2
-    table = format_table(list(suite.values()))
-    assert len(table.splitlines()) == 2 + 4 and table.count("| pass") == 4
+def test_the_coupled_public_sum_leaks_who_was_sampled(results):
+    """The flawed design (public gradients summed over the private batch) is caught: the attack
+    decodes the sampled canaries from their public gradients, then tests their sensitive part,
+    and shows ε̂ above the ε it claims; the same canaries under the fixed MaskDP show nothing."""
+    coupled, fixed = results["maskdp-coupled"], results["maskdp"]
+    assert coupled["noise_multiplier"] == fixed["noise_multiplier"] > 0
+    assert coupled["score"] == "decoded" and coupled["precision"] == 1.0
+    assert coupled["epsilon_lower_bound"] > coupled["epsilon"] == pytest.approx(2.0, abs=1e-3)
+    assert fixed["epsilon_lower_bound"] < 0.5
+
+
+def test_every_check_passes_and_the_table_shows_them(results):
+    labels = [check(r) for r in results.values()]
+    assert labels == ["pass", "pass (leak found)", "pass", "pass (leak found)", "pass (leak found)"]
+    assert all(passed(r) for r in results.values())
+    table = format_table(list(results.values()))
+    assert len(table.splitlines()) == 2 + 5 and table.count("| pass") == 5
+    assert "| maskdp-coupled | sensitive |" in table
+
+
+def test_a_missed_leak_or_an_exceeded_epsilon_fails():
+    base = {"epsilon": 2.0, "leak_expected": False, "epsilon_lower_bound": 2.5}
+    assert not passed(base) and check(base) == "FAIL: ε̂ > ε"
+    leak = {**base, "leak_expected": True}
+    assert not passed({**leak, "epsilon_lower_bound": 1.9})  # above 1 but not above the claim
+    assert passed(leak) and not passed({**leak, "epsilon": math.inf, "epsilon_lower_bound": 0.9})

@@ -72,7 +72,7 @@ def test_round_trip_is_bit_identical_with_typed_key_and_sharding(tmp_path):
     metadata = {
         "step": 10,
         "data_seed": 1234,
-        "ledger": {"sigma": 1.1, "entries": [[0.01, 10], [0.02, 5]], "note": None},
+        "schedule": {"sigma": 1.1, "entries": [[0.01, 10], [0.02, 5]], "note": None},
     }
     with Checkpointer(tmp_path, fingerprint=FINGERPRINT, save_every_steps=10) as checkpointer:
         assert checkpointer.save(10, state, metadata)

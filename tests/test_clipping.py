@@ -1,10 +1,11 @@
-"""DP-SGD and MaskDP gradients: clipping, padding, the MaskDP split and its sensitivity."""
+"""DP-SGD and MaskDP gradients: clipping, padding, the MaskDP split and its sensitivity, on the
+pre-noise sums that ``DpMechanism.gradient_sums`` (the train step's) computes."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from dp_fixtures import C, dp_sum, flat, make_batch, setup, take
+from dp_fixtures import C, dp_sum, dp_sums, flat, make_batch, setup, take
 
 from jaxpriv.dp import clipping
 
@@ -34,14 +35,13 @@ def test_contributions_are_clipped(name, maskdp):
     batch = make_batch()
     contributions, stats = jax.jit(
         jax.vmap(
-            lambda ex: clipping.example_contribution(
-                loss_fn, params, ex, clip_norm=C, public_clip_norm=C, maskdp=maskdp
+            lambda ex: clipping.private_contribution(
+                loss_fn, params, ex, clip_norm=C, maskdp=maskdp
             )
         )
     )(batch)
     norms = jax.vmap(lambda c: jnp.linalg.norm(flat(c)))(contributions)
-    bound = 2 * C if maskdp else C  # MaskDP: clip(p, C_pub) + clip(r, C)
-    assert jnp.all(norms <= bound * (1 + 1e-5))
+    assert jnp.all(norms <= C * (1 + 1e-5))  # MaskDP: clip(r, C); its public part is apart
     assert jnp.all(stats["grad_norm"] > C)  # the bound is active, not vacuous
     assert jnp.all(stats["clipped"] == 1.0)
 
@@ -60,38 +60,57 @@ def test_vmap_grads_equal_one_at_a_time(name):
         np.testing.assert_allclose(flat(take(vmapped, i)), flat(single), rtol=1e-4, atol=1e-6)
 
 
+def assert_sums_close(a, b, rtol, atol):
+    assert a[0].keys() == b[0].keys()
+    for name in a[0]:
+        np.testing.assert_allclose(a[0][name], b[0][name], rtol=rtol, atol=atol)
+        np.testing.assert_allclose(a[1][name]["loss"], b[1][name]["loss"], rtol=rtol)
+
+
 @pytest.mark.parametrize("mode", ["none", "dpsgd", "maskdp"])
-def test_microbatching_does_not_change_the_sum(mode):
+def test_microbatching_does_not_change_the_sums(mode):
     batch = make_batch()
-    whole, whole_stats = dp_sum("vit", batch, mode, microbatch_size=4)
+    whole = dp_sums("vit", batch, mode, microbatch_size=4)
     for mb in (1, 2):
-        parts, stats = dp_sum("vit", batch, mode, microbatch_size=mb)
-        np.testing.assert_allclose(parts, whole, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(stats["loss"], whole_stats["loss"], rtol=1e-5)
+        assert_sums_close(dp_sums("vit", batch, mode, microbatch_size=mb), whole, 1e-4, 1e-5)
 
 
 @pytest.mark.parametrize("mode", ["none", "dpsgd", "maskdp"])
-def test_unrolled_microbatches_give_the_scanned_sum(mode):
+def test_unrolled_microbatches_give_the_scanned_sums(mode):
     batch = make_batch()
     batch["weight"] = jnp.array([1.0, 1.0, 0.0, 0.0])  # the second micro-batch is all padding
-    scanned, scanned_stats = dp_sum("resnet", batch, mode)
-    unrolled, unrolled_stats = dp_sum("resnet", batch, mode, unroll=True)
-    np.testing.assert_allclose(unrolled, scanned, rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(unrolled_stats["loss"], scanned_stats["loss"], rtol=1e-6)
+    scanned = dp_sums("resnet", batch, mode)
+    assert_sums_close(dp_sums("resnet", batch, mode, unroll=True), scanned, 1e-5, 1e-7)
 
 
+@pytest.mark.parametrize("public_clip_norm", [C, None])
 @pytest.mark.parametrize("mode", ["none", "dpsgd", "maskdp"])
-def test_padding_example_changes_nothing(mode):
+def test_padding_example_changes_nothing(mode, public_clip_norm):
     batch = make_batch(n=4)
     padded = jax.tree.map(lambda x: jnp.concatenate([x[:2], x[:2]]), make_batch(n=4, seed=1))
     padded = jax.tree.map(
         lambda x, y: x.at[:2].set(y[:2]), padded, batch
     )  # real: batch's first two
     padded["weight"] = jnp.array([1.0, 1.0, 0.0, 0.0])
-    reference, stats = dp_sum("vit", {**batch, "weight": padded["weight"]}, mode)
-    with_padding, padded_stats = dp_sum("vit", padded, mode)
-    np.testing.assert_array_equal(with_padding, reference)
-    assert padded_stats["loss"] == stats["loss"]
+    kwargs = dict(public_clip_norm=public_clip_norm)
+    reference, stats = dp_sums("vit", {**batch, "weight": padded["weight"]}, mode, **kwargs)
+    with_padding, padded_stats = dp_sums("vit", padded, mode, **kwargs)
+    for name in reference:
+        np.testing.assert_array_equal(with_padding[name], reference[name])
+        assert padded_stats[name]["loss"] == stats[name]["loss"]
+
+
+def test_public_sum_with_unbounded_norm_is_the_batched_public_gradient():
+    """C_pub = ∞: Σ_j p_j as one batched gradient equals the per-example public gradients summed."""
+    loss_fn, params = setup("vit_split")
+    batch = make_batch()
+    sums, _ = dp_sums("vit_split", batch, "maskdp", public_clip_norm=None)
+    per_example = jax.jit(
+        jax.vmap(lambda ex: flat(clipping.example_grad(loss_fn, params, ex, True)[1]))
+    )
+    np.testing.assert_allclose(sums["public"], per_example(batch).sum(0), rtol=1e-4, atol=1e-6)
+    clipped, _ = dp_sums("vit_split", batch, "maskdp", public_clip_norm=C)
+    assert norm(clipped["public"]) <= 4 * C * (1 + 1e-5) < norm(sums["public"])
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -102,11 +121,11 @@ def test_all_public_example_has_no_residual(name):
     _, full = clipping.example_grad(loss_fn, params, example, public=False)
     _, public = clipping.example_grad(loss_fn, params, example, public=True)
     np.testing.assert_array_equal(flat(full), flat(public))
-    contribution, stats = clipping.example_contribution(
-        loss_fn, params, example, clip_norm=C, public_clip_norm=None, maskdp=True
+    contribution, stats = clipping.private_contribution(
+        loss_fn, params, example, clip_norm=C, maskdp=True
     )
-    assert stats["grad_norm"] == 0.0
-    np.testing.assert_array_equal(flat(contribution), flat(public))
+    assert stats["grad_norm"] == 0.0  # its public gradient enters only through the public batch
+    np.testing.assert_array_equal(flat(contribution), np.zeros_like(flat(public)))
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -122,11 +141,13 @@ def test_all_sensitive_residual_is_the_whole_input_dependence(name):
     np.testing.assert_allclose(flat(public_a), flat(public_b), rtol=1e-5, atol=1e-7)
     # …so the residual g − p carries all of the example's dependence on its pixels.
     _, full_a = clipping.example_grad(loss_fn, params, a, public=False)
-    contribution, stats = clipping.example_contribution(
-        loss_fn, params, a, clip_norm=1e6, public_clip_norm=None, maskdp=True
+    contribution, stats = clipping.private_contribution(
+        loss_fn, params, a, clip_norm=1e6, maskdp=True
     )
     np.testing.assert_allclose(stats["grad_norm"], norm(flat(full_a) - flat(public_a)), rtol=1e-5)
-    np.testing.assert_allclose(flat(contribution), flat(full_a), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        flat(contribution), flat(full_a) - flat(public_a), rtol=1e-4, atol=1e-6
+    )
     assert stats["grad_norm"] > 1e-3
 
 
@@ -172,15 +193,17 @@ def test_maskdp_replacement_is_bounded_by_2C_not_C(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_public_pixels_are_not_protected_by_maskdp(name):
-    """Public content is outside the MaskDP guarantee: changing it moves the sum by more than C."""
+    """Public content is outside the MaskDP guarantee: changing it moves the noise-free public
+    sum by far more than the 2C that bounds the private one."""
     batch = make_batch()
-    before, _ = dp_sum(name, batch, "maskdp", public_clip_norm=None)
+    before, _ = dp_sums(name, batch, "maskdp", public_clip_norm=None)
     public = ~batch["sensitive"][0][..., None]
     changed = (
         batch["image"].at[0].set(jnp.where(public, 255 - batch["image"][0], batch["image"][0]))
     )
-    after, _ = dp_sum(name, {**batch, "image": changed}, "maskdp", public_clip_norm=None)
-    assert norm(before - after) > 2 * C
+    after, _ = dp_sums(name, {**batch, "image": changed}, "maskdp", public_clip_norm=None)
+    assert norm(before["private"] - after["private"]) <= 2 * C * (1 + 1e-5)
+    assert norm(before["public"] - after["public"]) > 2 * C
 
 
 def test_dpsgd_removal_of_an_example_moves_the_sum_by_C():

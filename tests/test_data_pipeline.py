@@ -7,6 +7,7 @@ import pytest
 
 from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import sampling
+from jaxpriv.dp.mechanism import DpMechanism
 
 VERSION = str(tfds_builder.SyntheticActions.VERSION)
 
@@ -197,12 +198,29 @@ def _assert_batch_holds(batch, source, indices, weights):
         assert batch["label"][slot] == record["label"]
 
 
-def test_poisson_batches(train):
-    batches = list(
-        pipeline.train_batches(train, seed=3, num_steps=4, sampling_rate=0.25, capacity=24)
+def mechanism(mode="maskdp", **changes):
+    """A mechanism over the 40 training clips: B = 10, private capacity 24, public 16."""
+    settings = dict(
+        mode=mode,
+        clip_norm=1.0,
+        noise_multiplier=0.0 if mode == "none" else 1.0,
+        dataset_size=40,
+        batch_size=10,
+        capacity=24,
+        public_capacity=16,
+        public_seed=5,
+        secret=3,
     )
+    return DpMechanism(**settings | changes)
+
+
+def test_poisson_batches(train):
+    mech = mechanism("dpsgd")
+    batches = list(pipeline.train_batches(train, mech, num_steps=4))
     assert len(batches) == 4
-    for step, batch in enumerate(batches):
+    for step, batches_of_step in enumerate(batches):
+        assert list(batches_of_step) == ["private"]
+        batch = batches_of_step["private"]
         assert batch["video"].shape == (24, 8, 32, 32, 3) and batch["video"].dtype == np.uint8
         assert batch["sensitive"].shape == (24, 8, 32, 32) and batch["sensitive"].dtype == bool
         assert batch["label"].shape == (24,) and batch["label"].dtype == np.int32
@@ -210,56 +228,57 @@ def test_poisson_batches(train):
         _assert_batch_holds(batch, train, *sampling.poisson_batch_indices(3, step, 40, 0.25, 24))
 
 
-def test_default_capacity_is_the_physical_batch_size(train):
-    batch = next(pipeline.train_batches(train, seed=0, num_steps=1, sampling_rate=0.1))
-    assert len(batch["weight"]) == sampling.physical_batch_size(40, 0.1)
+def test_maskdp_public_batches_are_public_views_drawn_independently_of_the_secret(train):
+    first = list(pipeline.train_batches(train, mechanism(), num_steps=3))
+    other_secret = list(pipeline.train_batches(train, mechanism(secret=4), num_steps=3))
+    for step, (batches, other) in enumerate(zip(first, other_secret)):
+        indices, weights = sampling.shuffled_batch_indices(5, step, 40, 10, 16)
+        public = batches["public"]
+        np.testing.assert_array_equal(public["weight"], weights)
+        assert weights.sum() == 10
+        for slot, index in enumerate(indices):
+            record = train[int(index)]
+            sensitive = record["sensitive"].astype(bool)
+            np.testing.assert_array_equal(public["sensitive"][slot], sensitive)
+            expected = np.where(sensitive[..., None], schema.PUBLIC_FILL, record["video"])
+            np.testing.assert_array_equal(public["video"][slot], expected)
+        assert sensitive.any()  # the fill really replaced something
+        for name in public:  # the secret moves the private batch only
+            np.testing.assert_array_equal(public[name], other["public"][name])
+        assert not np.array_equal(batches["private"]["weight"], other["private"]["weight"]) or (
+            not np.array_equal(batches["private"]["label"], other["private"]["label"])
+        )
 
 
 def test_batches_are_deterministic_and_resumable(train):
     def batches(**kwargs):
-        return list(pipeline.train_batches(train, seed=9, sampling_rate=0.2, capacity=20, **kwargs))
+        return list(pipeline.train_batches(train, mechanism(), **kwargs))
 
     run, rerun, resumed = (
         batches(num_steps=6),
         batches(num_steps=6),
         batches(num_steps=3, start_step=3),
     )
-    for a, b in zip(run, rerun):
-        for name in a:
-            np.testing.assert_array_equal(a[name], b[name])
-    for a, b in zip(run[3:], resumed, strict=True):
-        for name in a:
-            np.testing.assert_array_equal(a[name], b[name])
+    for a, b in zip(run + run[3:], rerun + resumed, strict=True):
+        for kind in a:
+            for name in a[kind]:
+                np.testing.assert_array_equal(a[kind][name], b[kind][name])
 
 
 def test_shuffled_batches(train):
-    batches = list(
-        pipeline.train_batches(train, seed=1, num_steps=5, sampler="shuffle", batch_size=8)
-    )
+    mech = mechanism("none", sampling="shuffle", batch_size=8, capacity=8)
+    batches = list(pipeline.train_batches(train, mech, num_steps=5))
     for step, batch in enumerate(batches):
-        assert batch["video"].shape == (8, 8, 32, 32, 3)
-        _assert_batch_holds(batch, train, *sampling.shuffled_batch_indices(1, step, 40, 8))
+        assert batch["private"]["video"].shape == (8, 8, 32, 32, 3)
+        _assert_batch_holds(
+            batch["private"], train, *sampling.shuffled_batch_indices(3, step, 40, 8)
+        )
 
 
 def test_poisson_overflow_surfaces_while_iterating(train):
-    batches = pipeline.train_batches(train, seed=0, num_steps=2, sampling_rate=0.9, capacity=5)
+    batches = pipeline.train_batches(train, mechanism("dpsgd", capacity=5), num_steps=2)
     with pytest.raises(RuntimeError, match="holds only 5"):
         next(batches)
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        dict(sampler="poisson"),
-        dict(sampler="poisson", sampling_rate=0.1, batch_size=4),
-        dict(sampler="shuffle", sampling_rate=0.1),
-        dict(sampler="shuffle", batch_size=4, capacity=8),
-        dict(sampler="uniform", batch_size=4),
-    ],
-)
-def test_train_batches_rejects_mixed_arguments(train, kwargs):
-    with pytest.raises(ValueError, match="sampler"):
-        pipeline.train_batches(train, seed=0, num_steps=1, **kwargs)
 
 
 def test_eval_batches_cover_the_split_in_order(videos):

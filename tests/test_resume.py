@@ -1,8 +1,10 @@
-"""Checkpoint and resume: a run killed with SIGKILL and resumed ends bit-identical to an
-uninterrupted one, with the same privacy ledger; a different config is refused."""
+"""Checkpoint and resume: a MaskDP run killed with SIGKILL and resumed ends bit-identical to an
+uninterrupted one (private and public samplers, noise, ε); another config or other data at the
+same path is refused."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ sys.path.insert(0, {tests!r})
 from test_train import tiny_config
 from jaxpriv.train import loop
 import pathlib
-config = tiny_config(pathlib.Path({tmp!r}), "dpsgd")
+config = tiny_config(pathlib.Path({tmp!r}), "maskdp")
 config.update_from_flattened_dict({overrides!r})
 loop.train(config, {workdir!r}, progress=False)
 """
@@ -33,7 +35,7 @@ OVERRIDES = {
 
 
 def config_for(tmp_path, **changes):
-    config = tiny_config(tmp_path, "dpsgd")
+    config = tiny_config(tmp_path, "maskdp")
     config.update_from_flattened_dict({**OVERRIDES, **changes})
     return config
 
@@ -60,7 +62,8 @@ def test_killed_run_resumes_bit_identical_with_the_same_epsilon(tmp_path):
     killed_at = max(saved_steps(workdir))
     assert 6 <= killed_at < 32  # killed in the middle of the run
     meta = os.path.join(workdir, "checkpoints", str(killed_at), "meta", "metadata")
-    secret = json.loads(open(meta).read())["metadata"]["secret_seed"]
+    secret = int(json.loads(open(meta).read())["metadata"]["secret"])
+    assert secret >= 2**64  # a 128-bit secret from the OS (this fails with odds 2^-64)
 
     resumed = loop.train(config_for(tmp_path), workdir, progress=False)
     reference_dir = str(tmp_path / "reference")  # never interrupted, with the same secret
@@ -72,7 +75,7 @@ def test_killed_run_resumes_bit_identical_with_the_same_epsilon(tmp_path):
     records = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
     assert [r["step"] for r in records] == [4 * e for e in range(1, 9)]  # no step twice
     reference_records = read_jsonl(os.path.join(reference_dir, "metrics.jsonl"))
-    for key in ("epsilon", "params_sha256", "train_loss", "test_accuracy"):
+    for key in ("epsilon", "params_sha256", "public_loss", "test_accuracy"):
         assert [r[key] for r in records] == [r[key] for r in reference_records], key
 
     # A finished run is not trained again.
@@ -85,5 +88,24 @@ def test_a_checkpoint_of_another_config_is_refused(tmp_path):
     config.dp.epsilon = 2.0
     with pytest.raises(
         ValueError, match=r"different config.*dp\.epsilon: 8\.0 \(checkpoint\) vs 2\.0"
+    ):
+        loop.train(config, str(tmp_path / "run"), progress=False)
+
+
+def test_a_checkpoint_of_other_data_at_the_same_path_is_refused(tmp_path):
+    folders = []
+    for seed in (0, 1):
+        config = config_for(tmp_path, **{"data.seed": seed})
+        source, _, _ = loop.load_data(config.data)
+        folders.append(source.dataset_info.data_dir)
+    data = tmp_path / "prepared"
+    shutil.copytree(folders[0], data)
+    config = config_for(tmp_path, **{"train.epochs": 1.0, "data.name": str(data)})
+    loop.train(config, str(tmp_path / "run"), progress=False)
+    shutil.rmtree(data)
+    shutil.copytree(folders[1], data)  # same path, same size, other content
+    with pytest.raises(
+        ValueError,
+        match=r"different config or dataset: dataset: \{'size': 64, 'sha256': '[0-9a-f]{64}'\} \(checkpoint\) vs",
     ):
         loop.train(config, str(tmp_path / "run"), progress=False)

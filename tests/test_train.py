@@ -60,23 +60,45 @@ def test_fixed_noise_multiplier_stops_when_the_budget_is_spent(tmp_path):
     assert spent(plan.steps) <= 3.0 < spent(plan.steps + 1)
 
 
-def test_train_step_compiles_once_across_poisson_batch_sizes(tmp_path):
-    config = tiny_config(tmp_path, "maskdp")
+def build(config, secret=1):
+    """(plan, mechanism, state, step, train source) of ``config`` on all devices."""
     train_source, _, num_classes = loop.load_data(config.data)
     plan = loop.plan_run(config, len(train_source))
+    mechanism = loop.build_mechanism(config, plan, secret)
     mesh = parallel.data_mesh()
-    _, state, step = loop.build_step(
-        config, plan, num_classes, train_source[0]["video"][None], "video", mesh
-    )
+    example = train_source[0]["video"][None]
+    _, state, step = loop.build_step(config, plan, mechanism, num_classes, example, "video", mesh)
+    return plan, mechanism, state, step, train_source, mesh
+
+
+def test_train_step_compiles_once_across_poisson_batch_sizes(tmp_path):
+    plan, mechanism, state, step, train_source, mesh = build(tiny_config(tmp_path, "maskdp"))
     sizes = set()
-    batches = pipeline.train_batches(
-        train_source, seed=1, num_steps=6, sampling_rate=plan.sampling_rate, capacity=plan.capacity
-    )
-    for batch in batches:
-        sizes.add(int(batch["weight"].sum()))
-        state, _ = step(state, parallel.to_global(batch, mesh, plan.capacity))
+    shapes = {"private": plan.capacity, "public": plan.public_capacity}
+    for batches in pipeline.train_batches(train_source, mechanism, num_steps=6):
+        sizes.add(int(batches["private"]["weight"].sum()))
+        assert batches["public"]["weight"].sum() == plan.batch_size  # B public examples
+        global_batches = {k: parallel.to_global(b, mesh, shapes[k]) for k, b in batches.items()}
+        state, _ = step(state, global_batches)
     assert len(sizes) > 1  # the Poisson batch sizes really differed
     assert step._cache_size() == 1
+
+
+def test_runs_log_only_what_the_guarantee_covers(tmp_path):
+    """MaskDP logs the public-view loss, DP-SGD no loss, unless train.log_private_loss."""
+    logged = {}
+    for mode, private_loss in [("dpsgd", False), ("maskdp", False), ("dpsgd", True)]:
+        config = tiny_config(tmp_path, mode)
+        config.train.epochs = 1.0
+        config.train.log_private_loss = private_loss
+        workdir = tmp_path / f"{mode}-{private_loss}"
+        loop.train(config, str(workdir), progress=False)
+        logged[mode, private_loss] = set(read_jsonl(str(workdir / "metrics.jsonl"))[0])
+    common = {"step", "epoch", "test_accuracy", "epsilon", "delta", "noise_multiplier", "mode"}
+    common |= {"params_sha256", "wall_time"}
+    assert logged["dpsgd", False] == common
+    assert logged["maskdp", False] == common | {"public_loss"}
+    assert logged["dpsgd", True] == common | {"private_loss"}
 
 
 def test_unreachable_epsilon_is_a_clear_error(tmp_path):
@@ -86,14 +108,14 @@ def test_unreachable_epsilon_is_a_clear_error(tmp_path):
         loop.plan_run(config, 64)
 
 
-def test_nan_loss_stops_the_run_with_a_clear_error(tmp_path):
-    config = tiny_config(tmp_path, "none")
+@pytest.mark.parametrize("mode", ["none", "dpsgd"])
+def test_nan_parameters_stop_the_run_with_a_clear_error(tmp_path, mode):
+    config = tiny_config(tmp_path, mode)
     config.train.optimizer, config.train.learning_rate = "sgd", 1e30
     config.train.log_every_steps = 1
     with pytest.raises(
         FloatingPointError,
-        match=r"training loss became (nan|inf) at step \d+; "
-        r"the run diverged",
+        match=r"the parameters became NaN or infinite at step \d+; the run diverged",
     ):
         loop.train(config, str(tmp_path / "run"), progress=False)
 
@@ -150,11 +172,7 @@ def test_model_init_from_a_finished_run_starts_from_its_parameters(tmp_path, cap
     record = loop.train(first, str(tmp_path / "first"), progress=False)
     second = tiny_config(tmp_path, "dpsgd")
     second.model.init_from = str(tmp_path / "first")
-    train_source, _, num_classes = loop.load_data(second.data)
-    plan = loop.plan_run(second, len(train_source))
-    mesh = parallel.data_mesh()
-    example = train_source[0]["video"][None]
-    _, state, _ = loop.build_step(second, plan, num_classes, example, "video", mesh)
+    _, _, state, _, _, _ = build(second)
     assert loop.params_digest(state.params) != record["params_sha256"]
     state = loop.with_pretrained(state, second.model.init_from)
     assert loop.params_digest(state.params) == record["params_sha256"]

@@ -87,7 +87,7 @@ def train_batches(
     num_steps: int,
     start_step: int = 0,
     num_shards: int = 1,
-    rows: slice = slice(None),
+    rows: Callable[[int], slice] = lambda size: slice(None),
     read_options: grain.ReadOptions = DEFAULT_READ_OPTIONS,
 ) -> Iterator[dict[str, Batch]]:
     """The batches of steps `start_step, ..., start_step + num_steps - 1`, as dicts keyed like
@@ -101,7 +101,8 @@ def train_batches(
       start_step: first step, e.g. the step a resumed run continues from.
       num_shards: each batch is laid out round-robin over this many equal shards (devices;
         see `jaxpriv.train.parallel.spread`) so that each gets its share of real examples.
-      rows: the rows of that layout to load (this process's devices); default all.
+      rows: batch size -> the rows of that layout to load (this process's devices, e.g.
+        `functools.partial(jaxpriv.train.parallel.local_rows, mesh)`); default all.
       read_options: Grain threads and prefetch depth, counted in steps.
 
     Raises:
@@ -113,7 +114,8 @@ def train_batches(
     def read_step(step: int) -> dict[str, Batch]:
         batches = {}
         for name in mechanism.batch_names():
-            indices, weights = (spread(a, num_shards)[rows] for a in samplers[name](step))
+            indices, weights = samplers[name](step)
+            indices, weights = (spread(a, num_shards)[rows(len(a))] for a in (indices, weights))
             batches[name] = views[name](read_batch(source, indices, weights))
         return batches
 

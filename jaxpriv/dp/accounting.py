@@ -37,11 +37,9 @@ Notes:
   schedules and several times faster. RDP is usually looser than PLD.
 """
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 from dp_accounting import dp_event, mechanism_calibration, pld, privacy_accountant, rdp
 
@@ -58,14 +56,6 @@ _Relation = privacy_accountant.NeighboringRelation
 
 class UnreachableBudgetError(ValueError):
     """No noise multiplier in range meets the (ε, δ) target for the schedule."""
-
-
-class Segment(NamedTuple):
-    """``steps`` consecutive steps with one noise multiplier and sampling rate."""
-
-    noise_multiplier: float
-    sampling_rate: float
-    steps: int
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -155,31 +145,6 @@ def _scheme(
     )
 
 
-def _compose(
-    segments: list[Segment],
-    delta: float,
-    accountant: str,
-    sampling: str,
-    dataset_size: int | None,
-    neighboring: str,
-) -> float:
-    """ε at ``delta`` of all segments run one after the other."""
-    make_accountant, step_event = _scheme(accountant, sampling, dataset_size, neighboring)
-    _check_delta(delta)
-    segments = [s for s in segments if s.steps > 0]
-    if not segments:
-        return 0.0
-    if any(s.noise_multiplier == 0 for s in segments):
-        return math.inf
-    event = dp_event.ComposedDpEvent(
-        [
-            dp_event.SelfComposedDpEvent(step_event(s.noise_multiplier, s.sampling_rate), s.steps)
-            for s in segments
-        ]
-    )
-    return float(make_accountant().compose(event).get_epsilon(delta))
-
-
 @functools.cache  # pure: sweeps ask for the same schedules many times
 def epsilon(
     *,
@@ -199,14 +164,14 @@ def epsilon(
     """
     _check_noise(noise_multiplier)
     _check_schedule(sampling_rate, steps)
-    return _compose(
-        [Segment(noise_multiplier, sampling_rate, steps)],
-        delta,
-        accountant,
-        sampling,
-        dataset_size,
-        neighboring,
-    )
+    make_accountant, step_event = _scheme(accountant, sampling, dataset_size, neighboring)
+    _check_delta(delta)
+    if steps == 0:
+        return 0.0
+    if noise_multiplier == 0:
+        return math.inf
+    event = dp_event.SelfComposedDpEvent(step_event(noise_multiplier, sampling_rate), steps)
+    return float(make_accountant().compose(event).get_epsilon(delta))
 
 
 @functools.cache
@@ -321,66 +286,3 @@ def max_steps(
         middle = (low + high) // 2
         low, high = (middle, high) if within_budget(middle) else (low, middle)
     return low
-
-
-@dataclasses.dataclass
-class PrivacyLedger:
-    """The privacy spent by a training run: its schedule as a list of segments.
-
-    ``record`` the steps as they run and save ``to_dict()`` with each checkpoint;
-    ``from_dict`` restores the very same segments, so a resumed run neither
-    re-spends nor forgets budget. ``sampling``, ``dataset_size`` and
-    ``neighboring`` hold for the whole run and mean what they mean in ``epsilon``.
-    """
-
-    sampling: str = "poisson"
-    dataset_size: int | None = None
-    neighboring: str = "add_remove"
-    segments: list[Segment] = dataclasses.field(default_factory=list)
-
-    def __post_init__(self):
-        _check_sampling(self.sampling, self.dataset_size, self.neighboring)
-        self.dataset_size = None if self.dataset_size is None else int(self.dataset_size)
-        self.segments = [self._segment(*s) for s in self.segments]
-
-    def _segment(self, noise_multiplier: float, sampling_rate: float, steps: int) -> Segment:
-        _check_noise(noise_multiplier)
-        _check_schedule(sampling_rate, steps)
-        if self.sampling == "shuffle":
-            _batch_size(sampling_rate, self.dataset_size)
-        return Segment(float(noise_multiplier), float(sampling_rate), int(steps))
-
-    def record(self, noise_multiplier: float, sampling_rate: float, steps: int = 1) -> None:
-        """Appends ``steps`` steps, merged into the last segment when σ and q are the same."""
-        new = self._segment(noise_multiplier, sampling_rate, steps)
-        if new.steps == 0:
-            return
-        if self.segments and self.segments[-1][:2] == new[:2]:
-            self.segments[-1] = new._replace(steps=self.segments[-1].steps + new.steps)
-        else:
-            self.segments.append(new)
-
-    @property
-    def steps(self) -> int:
-        """Total steps recorded."""
-        return sum(s.steps for s in self.segments)
-
-    def epsilon(self, delta: float, accountant: str = "pld") -> float:
-        """ε at ``delta`` of all recorded segments composed."""
-        return _compose(
-            self.segments, delta, accountant, self.sampling, self.dataset_size, self.neighboring
-        )
-
-    def to_dict(self) -> dict:
-        """A plain JSON-able dict; ``from_dict`` inverts it exactly."""
-        return {
-            "sampling": self.sampling,
-            "dataset_size": self.dataset_size,
-            "neighboring": self.neighboring,
-            "segments": [list(s) for s in self.segments],
-        }
-
-    @classmethod
-    def from_dict(cls, state: dict) -> "PrivacyLedger":
-        """The ledger saved by ``to_dict``."""
-        return cls(**state)

@@ -46,11 +46,13 @@ def private_contribution(
     loss_fn: LossFn, params: PyTree, example: Batch, *, clip_norm: float, maskdp: bool
 ):
     """One example's term of the private sum and its statistics: clip(g_i, C) for DP-SGD,
-    clip(g_i − p_i, C) for MaskDP (zero for an example without sensitive pixels)."""
+    clip(g_i − p_i, C) for MaskDP — exactly zero for an example without sensitive pixels (its
+    two views are the same input; rounding in differently compiled paths must not leak)."""
     loss, grad = example_grad(loss_fn, params, example, public=False)
     if maskdp:
         _, public = example_grad(loss_fn, params, example, public=True)
-        grad = jax.tree.map(jnp.subtract, grad, public)
+        has_sensitive = jnp.any(example["sensitive"])
+        grad = jax.tree.map(lambda g, p: jnp.where(has_sensitive, g - p, 0), grad, public)
     clipped, norm = clip_by_global_norm(grad, clip_norm)
     return clipped, {
         "loss": loss,

@@ -75,7 +75,7 @@ class Checkpointer:
         saved = self._manager.restore(step, args=meta_args)["meta"]
         if saved["fingerprint"] != self.fingerprint:
             raise ValueError(
-                f"checkpoint in {self.directory} was written by a different config: "
+                f"checkpoint in {self.directory} was written by a different config or dataset: "
                 f"{_describe_differences(saved['fingerprint'], self.fingerprint)}. "
                 f"Use another workdir or delete {self.directory} to start over."
             )

@@ -446,7 +446,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         num_steps=plan.steps - first,
         start_step=first,
         num_shards=mesh.size,
-        rows=parallel.local_rows(mesh, plan.capacity),
+        rows=functools.partial(parallel.local_rows, mesh),
     )
     shapes = {"private": plan.capacity, "public": plan.public_capacity}
     losses = released_losses(config)
