@@ -246,17 +246,20 @@ def test_train_saves_checkpoints_in_a_relative_workdir(capsys, tmp_path, monkeyp
 
 
 def test_audit_writes_its_table_and_fails_when_an_audit_misses(capsys, tmp_path, monkeypatch):
-    from jaxpriv import audit
+    from jaxpriv.audit import run as audit
 
     def result(placement, epsilon, found):
         return {
             "mode": "maskdp",
             "placement": placement,
             "seed": 0,
+            "sampling_rate": 0.02,
+            "steps": 500,
             "noise_multiplier": 1.0,
             "epsilon": epsilon,
             "epsilon_lower_bound": found,
             "confidence": 0.95,
+            "score": "ridge",
             "r": 20,
             "v": 20,
             "precision": 1.0,

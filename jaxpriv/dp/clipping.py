@@ -48,11 +48,18 @@ def private_contribution(
     """One example's term of the private sum and its statistics: clip(g_i, C) for DP-SGD,
     clip(g_i − p_i, C) for MaskDP — exactly zero for an example without sensitive pixels (its
     two views are the same input; rounding in differently compiled paths must not leak)."""
-    loss, grad = example_grad(loss_fn, params, example, public=False)
-    if maskdp:
-        _, public = example_grad(loss_fn, params, example, public=True)
+    if maskdp:  # r_i = ∇(ℓ_full − ℓ_public): one backward pass through both views
+        batched = jax.tree.map(lambda x: x[None], example)
+
+        def difference(p):
+            full = loss_fn(p, batched, False)[0]
+            return full - loss_fn(p, batched, True)[0], full
+
+        (_, loss), grad = jax.value_and_grad(difference, has_aux=True)(params)
         has_sensitive = jnp.any(example["sensitive"])
-        grad = jax.tree.map(lambda g, p: jnp.where(has_sensitive, g - p, 0), grad, public)
+        grad = jax.tree.map(lambda g: jnp.where(has_sensitive, g, 0), grad)
+    else:
+        loss, grad = example_grad(loss_fn, params, example, public=False)
     clipped, norm = clip_by_global_norm(grad, clip_norm)
     return clipped, {
         "loss": loss,
