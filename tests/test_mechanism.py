@@ -2,6 +2,7 @@
 off a released MaskDP update, fully public data makes the update independent of the private
 batch, and the secret never leaves the run except in its (private) checkpoints."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -34,11 +35,17 @@ def take(batch, indices, weights):
     return {k: v[indices] for k, v in batch.items()} | {"weight": weights}
 
 
+@functools.cache
+def train_step(mechanism):
+    loss_fn, _ = setup("vit_split")
+    return make_train_step(mechanism, loss_fn, optax.sgd(1.0), MESH, microbatch_size=8)
+
+
 def released_update(mechanism, step_index, data, *, coupled=False):
     """(Δ = B·(θ_t − θ_{t+1}) of one SGD step at θ_0, the private indices and weights, the
     public ones). ``coupled``: the flawed design, S itself as the public batch."""
-    loss_fn, params = setup("vit_split")
-    step = make_train_step(mechanism, loss_fn, optax.sgd(1.0), MESH, microbatch_size=8)
+    _, params = setup("vit_split")
+    step = train_step(mechanism)
     private = mechanism.private_indices(step_index)
     batches = {"private": take(data, *private)}
     public = None
