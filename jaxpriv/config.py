@@ -55,14 +55,14 @@ def default_config() -> ml_collections.ConfigDict:
             "heads": 4,
             "mlp_dim": 128,
             "split_streams": True,
-            "max_kept_tokens": 24,
+            "max_kept_tokens": 16,
         }
     )
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 10.0  # planned length; DP runs also stop when the ε budget is spent
     c.train.batch_size = 256  # expected batch size B = qN (Poisson) or the fixed batch size
-    c.train.microbatch_size = 32  # examples per vmap call per device; bounds memory, not the batch
+    c.train.microbatch_size = 16  # examples per vmap call per device; bounds memory, not the batch
     c.train.memory_budget_mb = 2048.0  # with microbatch_size = 0: the largest that fits, per device
     # How the micro-batches run: "scan" (a loop compiled once; all-padding micro-batches skipped),
     # "unroll" (one copy per micro-batch), or "auto": unroll for convolutional models on CPU,
