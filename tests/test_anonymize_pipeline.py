@@ -1,7 +1,9 @@
 """jaxpriv anonymize end to end: drop-in copy, TFDS records, resume after SIGKILL, bad files."""
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxpriv.anonymize import pipeline, readers
+from jaxpriv.anonymize import pipeline, readers, runner
 from jaxpriv.data import pipeline as data_pipeline
+from jaxpriv.data import sensitivity
 
 SIZE = 48
 
@@ -61,7 +64,7 @@ OPTIONS = pipeline.Options(region="body", method="maskout", size=32, test_fracti
 def test_maskout_drop_in_copy_and_tfds_records(tmp_path):
     annotations = write_coco(tmp_path / "in")
     samples = readers.read_coco(annotations, tmp_path / "in")
-    summary = pipeline.run(
+    summary = runner.run(
         samples, tmp_path / "out", OPTIONS, workers=1, shard_size=3, progress=False
     )
     assert summary["records"]["train"] + summary["records"]["test"] == 8
@@ -90,7 +93,7 @@ def test_maskout_drop_in_copy_and_tfds_records(tmp_path):
 def test_blur_keeps_blurred_pixels_sensitive(tmp_path):
     samples = readers.read_coco(write_coco(tmp_path / "in", num_images=2), tmp_path / "in")
     options = pipeline.Options(region="body", method="blur", size=32, test_fraction=0.5)
-    summary = pipeline.run(samples, tmp_path / "out", options, workers=1, progress=False)
+    summary = runner.run(samples, tmp_path / "out", options, workers=1, progress=False)
     source = data_pipeline.load_source(summary["dataset"], "train")
     for i in range(len(source)):
         assert source[i]["sensitive"].all() and source[i]["region"].any()
@@ -98,21 +101,30 @@ def test_blur_keeps_blurred_pixels_sensitive(tmp_path):
 
 def test_corrupt_files_are_skipped_and_listed_or_fail_clearly(tmp_path):
     samples = readers.read_coco(write_coco(tmp_path / "in", corrupt=(3,)), tmp_path / "in")
-    summary = pipeline.run(samples, tmp_path / "out", OPTIONS, workers=1, progress=False)
+    summary = runner.run(samples, tmp_path / "out", OPTIONS, workers=1, progress=False)
     assert [item["key"] for item in summary["skipped"]] == ["b/3.png"]
     assert "cannot decode image" in summary["skipped"][0]["error"]
     with pytest.raises(ValueError, match="b/3.png: cannot decode image"):
-        pipeline.run(
-            samples, tmp_path / "out2", OPTIONS, workers=1, on_error="fail", progress=False
-        )
+        runner.run(samples, tmp_path / "out2", OPTIONS, workers=1, on_error="fail", progress=False)
 
 
-def test_an_output_folder_refuses_other_options(tmp_path):
+def test_an_output_folder_refuses_other_options_saying_what_differs(tmp_path):
     samples = readers.read_coco(write_coco(tmp_path / "in", num_images=2), tmp_path / "in")
-    pipeline.run(samples, tmp_path / "out", OPTIONS, workers=1, progress=False)
-    other = pipeline.Options(region="body", method="blur", size=32)
-    with pytest.raises(ValueError, match="unfinished run with other options"):
-        pipeline.run(samples, tmp_path / "out", other, workers=1, progress=False)
+    runner.run(samples, tmp_path / "out", OPTIONS, workers=1, progress=False)
+    other = dataclasses.replace(OPTIONS, method="blur")
+    finished = "it holds a finished run with other settings (method: 'maskout' then, 'blur' now)"
+    with pytest.raises(ValueError, match=re.escape(finished)):
+        runner.run(samples, tmp_path / "out", other, workers=1, progress=False)
+    (tmp_path / "out" / "summary.json").unlink()
+    removed = "unfinished run with other settings (inputs removed: " + samples[1].key + ")"
+    with pytest.raises(ValueError, match=re.escape(removed)):
+        runner.run(samples[:1], tmp_path / "out", OPTIONS, workers=1, progress=False)
+
+
+def test_an_output_folder_inside_the_input_is_refused(tmp_path):
+    samples = readers.read_coco(write_coco(tmp_path / "in", num_images=1), tmp_path / "in")
+    with pytest.raises(ValueError, match="lies inside --input"):
+        runner.run(samples, tmp_path / "in" / "out", OPTIONS, input_root=tmp_path / "in")
 
 
 def anonymize_command(root, out):  # inpainting large images: slow enough to be killed mid-way
@@ -187,7 +199,7 @@ def test_jaxpriv_train_trains_on_the_anonymized_dataset(tmp_path):
     from jaxpriv.train import loop
 
     samples = readers.read_coco(write_coco(tmp_path / "in", num_images=16), tmp_path / "in")
-    summary = pipeline.run(samples, tmp_path / "out", OPTIONS, workers=1, progress=False)
+    summary = runner.run(samples, tmp_path / "out", OPTIONS, workers=1, progress=False)
     config = config_lib.load_config(
         "configs/anonymized_maskdp.py", [f"--config.data.name={summary['dataset']}"]
     )
@@ -228,7 +240,7 @@ def test_video_folder_faces_from_the_detector(tmp_path):
     options = pipeline.Options(
         region="face", method="maskout", size=32, test_fraction=0.0, clip_frames=3
     )
-    summary = pipeline.run(videos, tmp_path / "out", options, workers=1, progress=False)
+    summary = runner.run(videos, tmp_path / "out", options, workers=1, progress=False)
     assert summary["records"] == {"train": 1, "test": 0}  # frames 0, 2, 4; 6 alone is too short
     copies = list(readers.decode_video(tmp_path / "out" / "images" / "talk" / "clip.mp4"))
     assert len(copies) == 7 and copies[0].shape == face.shape  # the same video, re-encoded
@@ -265,7 +277,7 @@ def test_a_face_the_detector_misses_for_a_frame_is_still_covered(tmp_path, monke
         max_gap=1,
     )
     videos = readers.read_videos(tmp_path / "in")
-    summary = pipeline.run(videos, tmp_path / "out", options, workers=1, progress=False)
+    summary = runner.run(videos, tmp_path / "out", options, workers=1, progress=False)
     record = data_pipeline.load_source(summary["dataset"], "train")[0]
     assert [int(r[30, 30]) for r in record["region"]] == [1, 1, 1, 1, 1]
     copies = list(readers.decode_video(tmp_path / "out" / "images" / "walk" / "clip.mp4"))
@@ -334,7 +346,7 @@ def test_body_region_without_annotations_is_refused(tmp_path):
     cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8, 3), np.uint8))
     options = pipeline.Options(region="body")
     with pytest.raises(ValueError, match="--region body needs person annotations"):
-        pipeline.run(readers.read_folder(tmp_path), tmp_path / "out", options, progress=False)
+        runner.run(readers.read_folder(tmp_path), tmp_path / "out", options, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -360,9 +372,9 @@ def test_only_data_independent_content_is_public(method, histogram, public):
 def test_a_resized_pixel_is_public_only_if_all_its_sources_are():
     public = np.zeros((100, 100), bool)
     public[:, :53] = True  # columns 50-52 share record pixel 5 with real columns 53-59
-    small = pipeline.resize_public(public, 10)
+    small = sensitivity.resize_public(public, 10)
     np.testing.assert_array_equal(small[0], [True] * 5 + [False] * 5)
-    up = pipeline.resize_public(public[:20, :20] | ~public[:20, :20], 64)
+    up = sensitivity.resize_public(public[:20, :20] | ~public[:20, :20], 64)
     assert up.all()  # upsampling an all-public image keeps it public
 
 
@@ -374,7 +386,7 @@ def changed_by(images, i, j, size):
     for image in images:
         low, high = image.copy(), image.copy()
         low[i, j], high[i, j] = 0, 255
-        resized = [pipeline.resize_square(x, size, cv2.INTER_AREA) for x in (low, high)]
+        resized = [sensitivity.resize_square(x, size, cv2.INTER_AREA) for x in (low, high)]
         changed |= np.any(resized[0] != resized[1], axis=-1)
     return changed
 
@@ -383,7 +395,7 @@ def sensitive_record_pixels(shape, i, j, size):
     """The record's sensitive mask when source pixel (i, j) alone is sensitive."""
     public = np.ones(shape, bool)
     public[i, j] = False
-    return ~pipeline.resize_public(public, size)
+    return ~sensitivity.resize_public(public, size)
 
 
 @pytest.mark.parametrize("shape, size", [((23, 31), 16), ((37, 29), 10), ((10, 13), 16)])

@@ -1,5 +1,6 @@
 """Readers of COCO JSON, Cityscapes gtFine, image folders and videos, on fixture files they write."""
 
+import contextlib
 import json
 import pickle
 
@@ -8,21 +9,28 @@ import cv2
 import numpy as np
 import pytest
 from layout_fixtures import rle_string
+from PIL import Image, ImageOps
 
 from jaxpriv.anonymize import readers
 from jaxpriv.anonymize.readers import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
     AnnotationError,
     CorruptImageError,
     decode_video,
+    ignored_files,
     load_image,
+    load_original,
     polygons_to_mask,
     read_cityscapes,
     read_coco,
     read_folder,
     read_synthetic,
     read_videos,
+    restore,
     rle_string_to_counts,
     rle_to_mask,
+    to_rgb8,
 )
 from jaxpriv.data.synthetic import CLASS_NAMES
 
@@ -377,3 +385,287 @@ def test_image_size_differs_from_annotation(tmp_path):
         AnnotationError, match="imgs/a.png: image is 30x30 but the mask of person '3'"
     ):
         _ = sample.image
+    with pytest.raises(AnnotationError, match="image is 30x30"):
+        sample.check_annotations((30, 30))
+    sample.check_annotations((40, 50))  # the size the annotations were made for
+
+
+# --- strict decoding, original formats, ignored files -----------------------------------------
+
+
+def noise_image(height=96, width=128, channels=3, dtype=np.uint8, seed=0):
+    """Smooth noise (compressible, so a third of a file cuts into the pixel data)."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(dtype).max
+    pixels = rng.integers(0, top, (height, width, channels), dtype=dtype, endpoint=True)
+    pixels = cv2.GaussianBlur(pixels, (0, 0), 2).reshape(height, width, channels)
+    return pixels[..., 0] if channels == 1 else pixels
+
+
+def write_rgb(path, rgb, *params):
+    """Writes RGB(A) or gray pixels with cv2 (BGR order on disk), as the pipeline does."""
+    if rgb.ndim == 3:
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR if rgb.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    assert cv2.imwrite(str(path), rgb, list(params))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif", ".bmp"])
+def test_intact_images_decode_as_cv2_did(tmp_path, suffix):
+    path = write_rgb(tmp_path / f"a{suffix}", noise_image())
+    before = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    image = load_image(path)
+    assert image.dtype == np.uint8 and image.flags.writeable
+    np.testing.assert_array_equal(image, before)
+    if suffix != ".jpg":  # lossless (cv2 writes WebP losslessly by default)
+        np.testing.assert_array_equal(image, noise_image())
+
+
+@pytest.mark.parametrize(
+    "suffix, reason",
+    [
+        (".jpg", "JPEG data is truncated or corrupt: premature end of JPEG data"),
+        (".png", "PNG data is truncated or corrupt: it does not end with an IEND chunk"),
+        (".webp", "WEBP data is truncated or corrupt: .* bytes of the .* its RIFF header declares"),
+        (".tif", ".*its header is corrupt or truncated"),
+        (".bmp", "BMP data is truncated or corrupt"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow, on the cut TIFF
+def test_images_cut_to_a_third_are_refused(tmp_path, suffix, reason):
+    """cv2.imread filled a third of a JPEG with grey and let it through; every format fails now."""
+    data = write_rgb(tmp_path / f"a{suffix}", noise_image()).read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CorruptImageError, match=f"cannot decode image '.*cut{suffix}': {reason}"):
+        load_image(cut)
+    with pytest.raises(CorruptImageError, match=reason):
+        load_original(cut)
+    with pytest.raises(CorruptImageError, match=f"cut{suffix}"):
+        _ = next(s for s in read_folder(tmp_path) if s.key == cut.name).image
+
+
+def test_jpeg_needs_its_eoi_marker_but_may_carry_trailing_data(tmp_path):
+    data = write_rgb(tmp_path / "a.jpg", noise_image()).read_bytes()
+    (tmp_path / "no_eoi.jpg").write_bytes(data[:-2])
+    with pytest.raises(CorruptImageError, match="no_eoi.jpg': .*premature end of JPEG data"):
+        load_image(tmp_path / "no_eoi.jpg")
+    (tmp_path / "trailer.jpg").write_bytes(data + b"\x00" * 64 + b"camera trailer")
+    trailer = load_image(tmp_path / "trailer.jpg")
+    np.testing.assert_array_equal(trailer, load_image(tmp_path / "a.jpg"))
+    progressive = write_rgb(tmp_path / "p.jpg", noise_image(), cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    restarts = write_rgb(tmp_path / "r.jpg", noise_image(), cv2.IMWRITE_JPEG_RST_INTERVAL, 2)
+    for path in (progressive, restarts):
+        assert load_image(path).shape == (96, 128, 3)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) * 2 // 3])
+        with pytest.raises(CorruptImageError, match="premature end of JPEG data"):
+            load_image(path)
+
+
+def test_png_cut_in_its_last_chunk_is_refused(tmp_path):
+    data = write_rgb(tmp_path / "a.png", noise_image()).read_bytes()
+    (tmp_path / "a.png").write_bytes(data[:-3])  # the pixels are whole, the IEND chunk is not
+    with pytest.raises(CorruptImageError, match="a.png': PNG .*IEND"):
+        load_original(tmp_path / "a.png")
+
+
+def test_animated_and_multipage_images_are_refused(tmp_path):
+    frames = [Image.fromarray(noise_image(seed=seed)) for seed in range(2)]
+    for name in ("anim.webp", "anim.png", "pages.tif"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+        with pytest.raises(CorruptImageError, match=f"{name}': .* with 2 frames"):
+            load_original(tmp_path / name)
+
+
+@pytest.mark.parametrize(
+    "name, pixels, shape",
+    [
+        ("rgb16.png", noise_image(dtype=np.uint16), (96, 128, 3)),
+        ("rgba16.png", noise_image(channels=4, dtype=np.uint16), (96, 128, 4)),
+        ("gray16.png", noise_image(channels=1, dtype=np.uint16), (96, 128)),
+        ("gray16.tif", noise_image(channels=1, dtype=np.uint16), (96, 128)),
+        ("rgb16.tif", noise_image(dtype=np.uint16), (96, 128, 3)),
+        ("gray.png", noise_image(channels=1), (96, 128)),
+        ("rgba.png", noise_image(channels=4), (96, 128, 4)),
+        ("rgba.webp", noise_image(channels=4), (96, 128, 4)),
+        ("rgba.tif", noise_image(channels=4), (96, 128, 4)),
+        ("gray.jpg", noise_image(channels=1), (96, 128)),
+    ],
+)
+def test_original_format_round_trips_through_restore(tmp_path, name, pixels, shape):
+    """Dtype and channels survive load_original -> to_rgb8 -> restore -> cv2.imwrite; pixels
+    outside the anonymized block stay bit-identical, alpha included."""
+    path = write_rgb(tmp_path / name, pixels)
+    original = load_original(path)
+    assert original.dtype == pixels.dtype and original.shape == shape
+    if not name.endswith(".jpg"):
+        np.testing.assert_array_equal(original, pixels)
+    np.testing.assert_array_equal(load_original(read_folder(tmp_path)[0].path), original)
+    view = to_rgb8(original)
+    assert view.dtype == np.uint8 and view.shape == (96, 128, 3)
+    assert not np.shares_memory(view, original)
+    if not name.endswith(".tif") or original.dtype == np.uint8:  # cv2 rounds 16-bit RGB TIFF
+        np.testing.assert_array_equal(view, load_image(path))
+        np.testing.assert_array_equal(
+            view, cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        )
+    changed = np.zeros((96, 128), bool)
+    changed[20:50, 30:70] = True
+    anonymized = view.copy()
+    anonymized[changed] = (200, 40, 90)
+    restored = restore(original, anonymized, changed)
+    assert restored.dtype == original.dtype and restored.shape == original.shape
+    np.testing.assert_array_equal(restored[~changed], original[~changed])
+    np.testing.assert_array_equal(to_rgb8(restored)[~changed], view[~changed])
+    block = restored[25, 35]
+    top = np.iinfo(original.dtype).max
+    scale = 257 if original.dtype == np.uint16 else 1
+    if original.ndim == 2:
+        gray = cv2.cvtColor(np.uint8([[[200, 40, 90]]]), cv2.COLOR_RGB2GRAY)[0, 0]
+        assert block == int(gray) * scale
+    else:
+        np.testing.assert_array_equal(block[:3], np.array([200, 40, 90]) * scale)
+        if original.shape[2] == 4:
+            assert block[3] == top  # opaque: the copy shows what the anonymizer made
+    copy = write_rgb(tmp_path / f"copy_{name}", restored)  # the drop-in copy
+    written = load_original(copy)
+    assert written.dtype == original.dtype and written.shape == original.shape
+    if not name.endswith(".jpg"):
+        np.testing.assert_array_equal(written, restored)
+
+
+def test_restore_keeps_every_altered_pixel_and_the_whole_region():
+    dark = np.full((10, 12), 40, np.uint16)  # 16-bit detail below the 8-bit view: all black
+    dark[2:5, 3:7] = 200
+    view = to_rgb8(dark)
+    assert not view.any()
+    changed = np.zeros((10, 12), bool)
+    changed[2:5, 3:7] = True
+    restored = restore(dark, view.copy(), changed)  # the anonymizer left the view unchanged
+    assert not restored[changed].any() and (restored[~changed] == 40).all()
+    anonymized = view.copy()
+    anonymized[9, 11] = 255  # outside `changed`: still taken
+    assert restore(dark, anonymized, np.zeros((10, 12), bool))[9, 11] == 65535
+    with pytest.raises(ValueError, match="expected uint8 \\(10, 12, 3\\)"):
+        restore(dark, view[:5], changed)
+    with pytest.raises(ValueError, match="expected bool"):
+        restore(dark, view, changed.astype(np.uint8))
+    with pytest.raises(ValueError, match="expected uint8 or uint16"):
+        to_rgb8(np.zeros((4, 4, 3), np.float32))
+
+
+def test_restore_takes_rgb_from_under_transparent_pixels():
+    """Alpha is dropped, never composited: a person under alpha = 0 is seen and replaced."""
+    rgba = noise_image(channels=4)
+    rgba[..., 3] = 0
+    view = to_rgb8(rgba)
+    np.testing.assert_array_equal(view, rgba[..., :3])
+    changed = np.zeros(view.shape[:2], bool)
+    changed[:10] = True
+    anonymized = view.copy()
+    anonymized[:10] = 0
+    restored = restore(rgba, anonymized, changed)
+    assert (restored[:10] == (0, 0, 0, 255)).all()
+    np.testing.assert_array_equal(restored[10:], rgba[10:])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = noise_image(40, 60, channels=4)
+    Image.fromarray(stored).save(tmp_path / "a.png", exif=exif)
+    with Image.open(tmp_path / "a.png") as image:
+        upright = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(load_original(tmp_path / "a.png"), upright)
+    Image.fromarray(stored[..., :3]).save(tmp_path / "a.jpg", exif=exif, quality=95)
+    before = cv2.cvtColor(cv2.imread(str(tmp_path / "a.jpg")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(load_image(tmp_path / "a.jpg"), before)  # as cv2.imread
+
+
+def test_folder_reads_webp_and_tiff_and_lists_what_it_ignores(tmp_path):
+    for name in ("a.webp", "b/c.TIF", "b/d.tiff", "e.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        write_rgb(tmp_path / name, noise_image(8, 8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    (tmp_path / "b/clip.mp4").write_bytes(b"\0")
+    (tmp_path / "b/gone.jpg").symlink_to(tmp_path / "missing.jpg")  # broken: not read
+    assert [s.key for s in read_folder(tmp_path)] == ["a.webp", "b/c.TIF", "b/d.tiff", "e.png"]
+    assert ignored_files(tmp_path, IMAGE_SUFFIXES) == [
+        ".DS_Store",
+        "b/clip.mp4",
+        "b/gone.jpg",
+        "notes.txt",
+    ]
+    assert [v.key for v in read_videos(tmp_path)] == ["b/clip.mp4"]
+    assert "b/clip.mp4" not in ignored_files(tmp_path, VIDEO_SUFFIXES)
+    assert "a.webp" in ignored_files(tmp_path, VIDEO_SUFFIXES)
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        ignored_files(tmp_path / "nothere", IMAGE_SUFFIXES)
+
+
+VIDEO_FRAMES = 24
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """24-frame mpeg4 clips (8 fps) in each container, whole and cut to a third of their bytes."""
+    folder = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng(0)  # raw noise: big frames, so the cut falls in the frame data
+    frames = rng.integers(0, 256, (VIDEO_FRAMES, 64, 64, 3), dtype=np.uint8)
+    paths = {}
+    for name, options in [
+        ("clip.mkv", {}),
+        ("clip.mp4", {}),
+        ("clip.avi", {}),
+        ("faststart.mp4", {"movflags": "faststart"}),  # the index first: only the data is cut
+    ]:
+        path = folder / name
+        with av.open(str(path), "w", options=options) as container:
+            stream = container.add_stream("mpeg4", rate=8)
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+            for pixels in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+            container.mux(stream.encode())
+        cut = folder / f"cut_{name}"
+        cut.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+        paths[name], paths[f"cut_{name}"] = path, cut
+    return paths
+
+
+@pytest.mark.parametrize("name", ["clip.mkv", "clip.mp4", "clip.avi", "faststart.mp4"])
+def test_videos_cut_to_a_third_are_refused(videos, name):
+    assert len(list(decode_video(videos[name]))) == VIDEO_FRAMES
+    with pytest.raises(CorruptImageError, match=f"cannot decode video '.*cut_{name}'"):
+        list(decode_video(videos[f"cut_{name}"]))
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("clip.mkv", r"decoded \d of about 24 frames \(3 s at 8 fps\): truncated"),
+        ("clip.avi", r"decoded \d of 24 frames: truncated"),
+        ("faststart.mp4", r"decoded \d of 24 frames: truncated"),
+    ],
+)
+def test_video_frame_count_is_checked_against_the_container(videos, name, message, monkeypatch):
+    """Even when FFmpeg stays silent, fewer frames than the container declares fail."""
+
+    @contextlib.contextmanager
+    def silent():
+        yield []
+
+    monkeypatch.setattr(readers, "_ffmpeg_logs", silent)
+    assert len(list(decode_video(videos[name]))) == VIDEO_FRAMES
+    with pytest.raises(CorruptImageError, match=f"cut_{name}': {message}"):
+        list(decode_video(videos[f"cut_{name}"]))
+
+
+def test_ffmpeg_logging_is_restored_and_repeats_are_not_lost(videos):
+    level, repeats = av.logging.get_level(), av.logging.get_skip_repeated()
+    for _ in range(2):  # the same FFmpeg line twice: PyAV would hold the second one back
+        with pytest.raises(CorruptImageError, match="File ended prematurely"):
+            list(decode_video(videos["cut_clip.mkv"]))
+    assert (av.logging.get_level(), av.logging.get_skip_repeated()) == (level, repeats)

@@ -19,6 +19,7 @@ from jaxpriv.anonymize import detect, pipeline, readers
 from jaxpriv.anonymize.avatar import anonymizer, pose
 from jaxpriv.anonymize.avatar.camera import Camera
 from jaxpriv.data import pipeline as data_pipeline
+from jaxpriv.data import sensitivity
 
 SAME_FACE = 0.5  # face_similarity above which a face is the real person's (blurred: 0.9)
 
@@ -113,7 +114,8 @@ def test_avatar_pixels_are_public_and_the_rest_stays_sensitive(avatars):
     options = pipeline.Options(region="body", method="avatar")
     models = pipeline.Models(options)
     models.avatars = avatars  # the module's avatars (same seed): built once
-    region = pipeline.find_region([person], frame, options, None)
+    region, found = pipeline.find_region([person], frame, options, None)
+    assert found == {"source": "annotations", "regions": 1}
     out, public = pipeline.anonymize_image(
         frame, region, options, 0, persons=[person], key=video.key, models=models
     )
@@ -122,7 +124,7 @@ def test_avatar_pixels_are_public_and_the_rest_stays_sensitive(avatars):
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(public, avatar_mask)
     assert public.any() and not public.all()
-    sensitive = pipeline.sensitivity_mask(public, options.sensitivity)
+    sensitive = sensitivity.sensitive_mask(public, options.sensitivity)
     np.testing.assert_array_equal(sensitive, ~avatar_mask)
 
 

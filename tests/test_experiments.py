@@ -318,3 +318,16 @@ def test_staged_dry_run_counts_the_training_clips_it_will_write(staged, tmp_path
         rows = [line.split(" | ") for line in text.splitlines() if line.endswith(f"{status} |")]
         assert [int(row[1]) for row in rows] == [len(written)] * 3
     assert not os.listdir(tmp_path)
+
+
+def test_a_stage_without_test_inputs_is_refused_by_the_dry_run_and_the_run(tmp_path):
+    experiment = staged_experiment(tmp_path)
+    experiment.anonymize.num_clips, experiment.anonymize.test_fraction = 2, 0.01
+    message = (
+        "anonymization stage: none of the 2 inputs falls in the test split "
+        "(anonymize.test_fraction=0.01, by hash of the name)"
+    )
+    for attempt in (sweep.describe, sweep.run):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            attempt(experiment, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

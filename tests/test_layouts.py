@@ -160,16 +160,18 @@ def test_fixtures_run_through_the_anonymization_pipeline(fixtures, name, tmp_pat
     if name in VIDEO_LAYOUTS:
         assert units[0].frame_rate == 8
         assert len(list(units[0].decode())) == 8
-        options = pipeline.Options(clip_frames=4, frame_stride=1, size=16)
-        records = pipeline.process_video(units[0], options, no_faces, tmp_path)
+        options = pipeline.Options(clip_frames=4, frame_stride=1, size=16, if_none="keep")
+        records, found = pipeline.process_video(units[0], options, no_faces, tmp_path)
         assert [r["key"] for r in records] == [f"{units[0].key}#0000", f"{units[0].key}#0001"]
+        assert (found["source"], found["regions"], found["frames"]) == ("detector", 0, 8)
         assert records[0][schema.VIDEO].shape == (4, 16, 16, 3)
     else:
         sample = units[-1]  # 3 persons
         region = "face" if name == "coco2017" else "body"  # keypoints only in COCO
         options = pipeline.Options(region=region, size=16)
-        (record,) = pipeline.process_sample(sample, options, no_faces, tmp_path)
+        (record,), found = pipeline.process_sample(sample, options, no_faces, tmp_path)
         assert record["label"] == "3+" and record["region"].any()
+        assert found == {"source": "annotations", "regions": 3}
         assert (tmp_path / "images" / sample.key).is_file()
 
 

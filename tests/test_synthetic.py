@@ -1,5 +1,6 @@
 """Tests of the embedded synthetic dataset."""
 
+import re
 import time
 
 import numpy as np
@@ -46,8 +47,9 @@ def test_shapes_and_dtypes(kind, frames, pixel_shape):
 
 
 def test_bad_options_raise():
-    with pytest.raises(ValueError, match="sensitivity must be one of"):
-        synthetic.generate(2, seed=0, sensitivity="faces")
+    message = "unknown sensitivity policy 'background'; choose one of ('real', 'all', 'none')"
+    with pytest.raises(ValueError, match=re.escape(message)):  # the old name of "real"
+        synthetic.generate(2, seed=0, sensitivity="background")
     with pytest.raises(ValueError, match="kind must be one of"):
         synthetic.generate(2, seed=0, kind="audio")
     with pytest.raises(ValueError, match="size must be at least 32"):

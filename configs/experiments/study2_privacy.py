@@ -5,7 +5,7 @@ calibrated per ε for the schedule (N, q = B/N, steps), which is the same for bo
 MaskDP and DP-SGD are compared at exactly the same ε, δ, q and steps.
 
 The embedded clips stand for avatar-anonymized video: the person is a synthetic figure (public,
-``data.sensitivity="background"``) and the scene is real (sensitive). DP-SGD protects every
+``data.sensitivity="real"``) and the scene is real (sensitive). DP-SGD protects every
 pixel and ignores the mask, so its rows are also those of training on the real video; MaskDP
 spends the noise only on the real pixels and learns the figure's action noise-free. On real
 video, the same grid runs on real vs anonymized copies (configs/experiments/ucf101.py, ntu60.py,

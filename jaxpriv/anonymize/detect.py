@@ -58,6 +58,7 @@ __all__ = [
     "auto_backend",
     "box_iou",
     "default_weights_dir",
+    "detect_any_orientation",
     "detections_to_mask",
     "enlarge_box",
     "find_centerface_weights",
@@ -180,6 +181,36 @@ def detections_to_mask(
         xs = (np.arange(x0, x1) + 0.5 - cx)[None, :] / rx
         mask[y0:y1, x0:x1] |= xs * xs + ys * ys <= 1.0
     return mask
+
+
+def _unrotate_box(box: Sequence[float], turns: int, shape: Sequence[int]) -> Box:
+    """A box found in ``np.rot90(image, turns)`` in the coordinates of ``image`` (``shape``)."""
+    height, width = float(shape[0]), float(shape[1])
+    x0, y0, x1, y1 = box
+    corners = {  # the inverse of each quarter turn counter-clockwise, applied to both corners
+        1: (width - y1, x0, width - y0, x1),
+        2: (width - x1, height - y1, width - x0, height - y0),
+        3: (y0, height - x1, y1, height - x0),
+    }
+    return tuple(float(v) for v in corners[turns])
+
+
+def detect_any_orientation(
+    detector: FaceDetector, image: np.ndarray
+) -> tuple[list[Detection], int]:
+    """(faces, quarter turns): the detector on ``image`` upright and, only where it finds
+    nothing, on copies turned by 90°, 180° and 270° (faces in a rotated photograph), stopping
+    at the first turn that finds a face. Boxes are in ``image``'s coordinates; landmarks are
+    dropped for turned finds."""
+    found = detector(image)
+    turns = 0
+    while not found and turns < 3:
+        turns += 1
+        turned = np.ascontiguousarray(np.rot90(image, turns))
+        found = [
+            Detection(_unrotate_box(d.box, turns, image.shape), d.score) for d in detector(turned)
+        ]
+    return found, turns if found else 0
 
 
 # --------------------------------------------------------------------------------------------

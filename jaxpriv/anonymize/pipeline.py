@@ -1,19 +1,18 @@
-"""Anonymization runs: samples → regions → method → drop-in copy and TFDS dataset.
+"""One input's anonymization: its regions, the method, the drop-in file and its records.
 
-A run over images (`readers.Sample`) or videos (`readers.Video`) writes into ``out_dir``:
+`process_sample` (an image, `readers.Sample`) and `process_video` (`readers.Video`) each write
+the input's drop-in file under ``out_dir/images/<key>`` — the same relative path as the input,
+with anonymized pixels (videos re-encoded as MPEG-4 at the source frame rate) — and return its
+TFDS records and a report of what was found. `jaxpriv.anonymize.runner` runs them over a
+dataset. An image gives one record (``image`` resized to ``size×size``, label, the
+``sensitive`` mask and the anonymized-``region`` mask); a video gives one ``video`` record per
+clip of ``clip_frames`` frames taken every ``frame_stride`` frames.
 
-* ``images/<key>``: the drop-in copy — the same relative paths and file names as the input,
-  with anonymized pixels (videos re-encoded as MPEG-4 at the source frame rate), so any
-  detector trains on it unchanged; each file is written under a temporary name and renamed;
-* ``.shards/shard-NNNNN.npz``: per-shard records, written to a temporary name and renamed when
-  complete. A rerun skips finished shards (resume after an interrupt) and refuses an
-  ``out_dir`` started with other options. An image gives one record (``image`` resized to
-  ``size×size``, label, the ``sensitive`` mask and the anonymized-``region`` mask); a video
-  gives one ``video`` record per clip of ``clip_frames`` frames taken every ``frame_stride``
-  frames (non-overlapping clips; a video shorter than one clip is skipped with a reason);
-* ``tfds/``: the TFDS dataset (ArrayRecord) built from the shards once all are done. TFDS writes
-  into an ``incomplete.*`` folder and renames it, so an unfinished dataset is never listed;
-* ``summary.json``: counts, and the inputs skipped with ``on_error="skip"`` and why.
+Fail closed: an input is written only when its people were handled. Annotations that declare
+another image size than the file (``size_mismatch``), masks of the wrong size, undecodable or
+truncated files raise, and so does an input where the face detector found no one (unless
+``if_none="keep"``); nothing is written for an input that raises. Where the detector finds
+nothing upright it also tries the image turned by 90°, 180° and 270° (``search_rotations``).
 
 Videos without annotations get their faces from the detector, tracked across frames
 (`tracking.track`); a face missed for up to ``max_gap`` frames between two detections is
@@ -21,116 +20,24 @@ covered by its interpolated box (`tracking.fill_gaps`). Annotated persons keep o
 
 The generative methods (``realistic``: diffusion inpainting; ``avatar``: a rendered body in the
 person's pose, planned for a whole video at once) use models that each worker builds on first
-use (`Models`).
-
-Sensitivity policy (per pixel of each record): ``real`` — every pixel still derived from the
-real image is sensitive; only pixels whose content depends on no real pixel (``maskout``
-without histogram matching, and the fully covered pixels of ``avatar`` bodies, which depend
-only on the annotated pose and box; their anti-aliased edge mixes in the background) are public — blurred, pixelated and inpainted pixels (classical or diffusion inpainting
-reads the real surroundings) stay sensitive; ``none`` — nothing is sensitive (the
-anonymized data is treated as public); ``all`` — everything is sensitive.
+use (`Models`). Which pixels become public is `is_public_content` with the rule of
+`jaxpriv.data.sensitivity`.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import functools
 import hashlib
-import json
-import multiprocessing
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import torch
-import tqdm
 
-from jaxpriv.anonymize import detect, histogram, readers, regions, tracking, traditional
-from jaxpriv.anonymize.tfds_writer import write_tfds
-from jaxpriv.data import schema
-
-SENSITIVITY_POLICIES = ("real", "none", "all")
-HISTOGRAM_MODES = ("none", "equalize", "match", "latent")
-GENERATIVE_METHODS = ("realistic", "avatar")  # need models: see `Models`
-METHOD_NAMES = (*traditional.METHODS, *GENERATIVE_METHODS)
-BODIES = ("anny", "smplh")
-
-
-@dataclasses.dataclass(frozen=True)
-class Options:
-    """What a run does; saved with the shards so that a resume cannot mix settings."""
-
-    region: str = "face"  # "face" | "body"
-    method: str = "blur"  # a name in METHOD_NAMES
-    detector: str = detect.DEFAULT_DETECTOR  # faces of samples without keypoints
-    dilate: int = 0  # body: grow person masks by this many px
-    expand_box: float = 0.0  # body: also cover the box enlarged by this fraction
-    # Fit new content to its surroundings: "none" | "equalize" | "match" | "latent" (realistic:
-    # optimise the diffusion's initial latent so the region's colour histograms match the ring's)
-    histogram: str = "none"
-    sensitivity: str = "real"  # see the module docstring
-    size: int = 64  # TFDS records are resized (shorter side) and centre-cropped to size×size
-    clip_frames: int = 8  # videos: frames per record
-    frame_stride: int = 2  # videos: take every n-th frame
-    max_gap: int = 2  # videos: cover a tracked face missed for up to this many frames
-    max_clips: int = 0  # videos: at most this many clips per video, from its start (0: all)
-    test_fraction: float = 0.1  # share of keys (by hash) in the test split
-    seed: int = 0
-    weights: str = ""  # diffusers inpainting weights folder: realistic (needed), avatar (optional)
-    controlnet: str = ""  # realistic: a pose ControlNet folder (optional)
-    diffusion_steps: int = 20  # realistic, avatar with weights: denoising steps
-    body: str = "anny"  # avatar: body model, "anny" (offline) or "smplh" (needs body_model)
-    body_model: str = ""  # avatar, smplh: the licensed SMPL-H model file or folder
-    refine: float = 0.0  # avatar: img2img strength of the diffusion refinement (needs weights)
-
-    def check(self) -> None:
-        for name, value, choices in [
-            ("region", self.region, regions.REGIONS),
-            ("method", self.method, METHOD_NAMES),
-            ("histogram", self.histogram, HISTOGRAM_MODES),
-            ("sensitivity", self.sensitivity, SENSITIVITY_POLICIES),
-            ("body", self.body, BODIES),
-        ]:
-            if value not in choices:
-                raise ValueError(f"unknown {name} {value!r}; choose one of {sorted(choices)}")
-        for name in ("size", "clip_frames", "frame_stride", "diffusion_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for problem, message in [
-            (
-                self.method == "realistic" and not self.weights,
-                "method realistic needs weights: a local Stable Diffusion inpainting folder "
-                "(--weights PATH; nothing is downloaded)",
-            ),
-            (
-                self.histogram == "latent" and self.method != "realistic",
-                "histogram latent optimises a diffusion latent: it needs method realistic",
-            ),
-            (
-                self.controlnet and self.method != "realistic",
-                "controlnet conditions the realistic method only",
-            ),
-            (
-                self.method == "avatar" and self.region != "body",
-                "method avatar replaces whole persons: use region body",
-            ),
-            (
-                not 0 <= self.refine < 1 or (self.refine > 0 and not self.weights),
-                f"refine must be in [0, 1) and needs weights (the diffusion model), got "
-                f"{self.refine} with weights {self.weights!r}",
-            ),
-            (self.refine > 0 and self.method != "avatar", "refine is a pass over avatars only"),
-            (
-                self.method == "avatar" and self.body == "smplh" and not self.body_model,
-                "body smplh needs body_model: the licensed SMPL-H model file or folder",
-            ),
-        ]:
-            if problem:
-                raise ValueError(message)
+from jaxpriv.anonymize import detect, encode, histogram, readers, regions, tracking, traditional
+from jaxpriv.anonymize.settings import GENERATIVE_METHODS, Options
+from jaxpriv.data import schema, sensitivity
 
 
 def key_seed(seed: int, key: str) -> int:
@@ -148,17 +55,70 @@ def split_of(key: str, test_fraction: float) -> str:
     return "test" if key_seed(0, key) / 2**32 < test_fraction else "train"
 
 
+class NothingFoundError(ValueError):
+    """The face detector found no one in an input (see ``Options.if_none``)."""
+
+
 def find_region(
     persons: list[readers.Person], image: np.ndarray, options: Options, detector
-) -> np.ndarray:
-    """Bool HxW mask of what to anonymize: annotations, or the face detector for faces."""
+) -> tuple[np.ndarray, dict]:
+    """(bool HxW mask of what to anonymize, what was found): the annotated persons, or for
+    faces of images without keypoints the detector (also on turned copies where it finds
+    nothing upright, with ``search_rotations``)."""
     annotated = [p for p in persons if p.keypoints is not None or options.region == "body"]
     if options.region == "face" and not annotated:
-        return detect.detections_to_mask(detector(image), image.shape[:2])
+        faces, turns = find_faces(image, options, detector)
+        found = {"source": "detector", "regions": len(faces), "turns": turns}
+        found["confidence"] = [round(face.score, 4) for face in faces]
+        return detect.detections_to_mask(faces, image.shape[:2]), found
     extra = {"dilate": options.dilate, "expand_box": options.expand_box}
-    return regions.region_mask(
+    mask = regions.region_mask(
         annotated, image.shape, options.region, **(extra if options.region == "body" else {})
     )
+    return mask, {"source": "annotations", "regions": len(annotated)}
+
+
+def find_faces(image: np.ndarray, options: Options, detector) -> tuple[list, int]:
+    """(detected faces, quarter turns of the image they were found at)."""
+    if options.search_rotations:
+        return detect.detect_any_orientation(detector, image)
+    return detector(image), 0
+
+
+def check_found(key: str, found: dict, options: Options) -> None:
+    """Raises `NothingFoundError` for an input where the detector found no one, unless
+    ``if_none`` is "keep" (then it is written unchanged, and listed)."""
+    if found["source"] == "detector" and not found["regions"] and options.if_none != "keep":
+        turned = " upright or turned" if options.search_rotations else ""
+        raise NothingFoundError(
+            f"{key}: the {options.detector} face detector found no face{turned}; "
+            "--if-none keep would write it unchanged"
+        )
+
+
+def fit_annotations(
+    sample: readers.Sample, shape: tuple[int, int], options: Options
+) -> list[readers.Person]:
+    """The sample's persons checked against its decoded image size ``shape`` (H, W).
+
+    Annotations that declare another image size than the file has are refused (they would land
+    at the wrong pixels), or scaled to the file with ``size_mismatch="rescale"``; masks of
+    another size than the image, and the sample's own annotation problems, are refused.
+    """
+    sample.check_annotations()
+    declared, persons = sample.declared_shape, sample.persons
+    if declared is not None and tuple(declared) != tuple(shape):
+        if options.size_mismatch != "rescale":
+            raise readers.AnnotationError(
+                sample.path,
+                [
+                    f"{sample.key}: the annotations declare {declared[0]}x{declared[1]} but the "
+                    f"image is {shape[0]}x{shape[1]}; --size-mismatch rescale scales them"
+                ],
+            )
+        return [regions.rescale_person(person, declared, shape) for person in persons]
+    sample.check_annotations(shape)
+    return persons
 
 
 def is_public_content(options: Options) -> bool:
@@ -272,85 +232,14 @@ def anonymize_image(
     return out[0].numpy(), public
 
 
-def sensitivity_mask(public: np.ndarray, policy: str) -> np.ndarray:
-    if policy == "real":
-        return ~public
-    return np.full(public.shape, policy == "all")
-
-
-def resize_square(array: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    """Resizes the shorter side to ``size`` and centre-crops to ``size×size``."""
-    height, width = array.shape[:2]
-    scale = size / min(height, width)
-    resized = cv2.resize(
-        array,
-        (max(size, round(width * scale)), max(size, round(height * scale))),
-        interpolation=interpolation,
-    )
-    top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
-    return resized[top : top + size, left : left + size]
-
-
-def resize_public(public: np.ndarray, size: int) -> np.ndarray:
-    """The public mask at record size: a resized pixel is public only if every source pixel that
-    it mixes with a nonzero weight is public.
-
-    The indicator of the sensitive pixels goes through the image's resize (``INTER_AREA``; the
-    uint8 image has the same weights, or some rounded to 0). They are nonnegative, so a resized
-    pixel is exactly 0 where no sensitive pixel is mixed in and positive (a sum of positive
-    products) wherever one is.
-    """
-    sensitive = resize_square((~public).astype(np.float32), size, cv2.INTER_AREA)
-    return sensitive == 0
-
-
-def write_image_atomically(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial{path.suffix}")
-    if not cv2.imwrite(str(temporary), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
-    os.replace(temporary, path)
-
-
-class VideoWriter:
-    """Encodes frames into ``path`` (MPEG-4 Part 2 at ``rate``) under a temporary name; the file
-    appears at ``path`` only when the context exits without an error."""
-
-    def __init__(self, path: Path, rate):
-        self.path, self.rate = path, rate
-        self.temporary = path.with_name(f".{path.name}.partial{path.suffix}")
-        self.container = self.stream = None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.temporary), "w")
-        return self
-
-    def write(self, frame: np.ndarray) -> None:
-        if self.stream is None:
-            self.stream = self.container.add_stream("mpeg4", rate=self.rate)
-            self.stream.height, self.stream.width = frame.shape[:2]
-            self.stream.pix_fmt, self.stream.options = "yuv420p", {"qscale": "2"}
-        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-
-    def __exit__(self, error_type, error, traceback):
-        if error_type is None and self.stream is not None:
-            self.container.mux(self.stream.encode())
-        self.container.close()
-        if error_type is None:
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)
-
-
 def record_masks(region: np.ndarray, public: np.ndarray, options: Options) -> dict:
     """The record-size ``sensitive`` and ``region`` masks of one anonymized image or frame; the
     anonymized region includes the new public pixels (an avatar may reach beyond the person)."""
     return {
-        "sensitive": sensitivity_mask(
-            resize_public(public, options.size), options.sensitivity
-        ).astype(np.uint8),
-        "region": resize_square(
+        "sensitive": sensitivity.sensitive_mask(
+            sensitivity.resize_public(public, options.size), options.sensitivity
+        ),
+        "region": sensitivity.resize_square(
             (region | public).astype(np.uint8), options.size, cv2.INTER_NEAREST
         ),
     }
@@ -358,37 +247,64 @@ def record_masks(region: np.ndarray, public: np.ndarray, options: Options) -> di
 
 def process_sample(
     sample: readers.Sample, options: Options, detector, out_dir: Path, models: Models | None = None
-) -> list:
-    """Anonymizes one image, writes its drop-in file, returns its TFDS record (in a list)."""
-    image = sample.image
-    region = find_region(sample.persons, image, options, detector)
+) -> tuple[list, dict]:
+    """Anonymizes one image and writes its drop-in file — the original file's pixel format
+    (depth, grey, alpha) with only the anonymized pixels replaced: (its TFDS record in a list,
+    what was found). Nothing is written for an input that raises."""
+    original = readers.load_original(sample.path)
+    image = readers.to_rgb8(original)
+    persons = fit_annotations(sample, image.shape[:2], options)
+    region, found = find_region(persons, image, options, detector)
+    check_found(sample.key, found, options)
     seed = key_seed(options.seed, sample.key)
     anonymized, public = anonymize_image(
-        image, region, options, seed, persons=sample.persons, key=sample.key, models=models
+        image, region, options, seed, persons=persons, key=sample.key, models=models
     )
-    write_image_atomically(out_dir / "images" / sample.key, anonymized)
+    copy = readers.restore(original, anonymized, region | public)
+    encode.write_image_atomically(out_dir / "images" / sample.key, copy)
     record = {
         "key": sample.key,
-        schema.IMAGE: resize_square(anonymized, options.size, cv2.INTER_AREA),
+        schema.IMAGE: sensitivity.resize_square(anonymized, options.size, cv2.INTER_AREA),
         **record_masks(region, public, options),
         "label": sample.label or label_of(sample.key),
         "split": split_of(sample.key, options.test_fraction),
     }
-    return [record]
+    return [record], found
 
 
-def tracked_faces(video: readers.Video, options: Options, detector) -> list[list[readers.Person]]:
-    """Per frame, the detected faces as persons (box only), tracked and with short gaps filled."""
-    faces = [[readers.Person(d.box) for d in detector(frame)] for frame in video.decode()]
+def tracked_faces(
+    video: readers.Video, options: Options, detector
+) -> tuple[list[list[readers.Person]], dict]:
+    """(per frame, the detected faces as persons (box only), tracked and with short gaps
+    filled; what was found)."""
+    faces, scores, turns = [], [], set()
+    for frame in video.decode():
+        found, turn = find_faces(frame, options, detector)
+        faces.append([readers.Person(face.box) for face in found])
+        scores += [face.score for face in found]
+        if found:
+            turns.add(turn)
     tracking.track(faces, max_gap=options.max_gap)
+    frames_with_faces = sum(bool(frame) for frame in faces)
     tracking.fill_gaps(faces, options.max_gap)
-    return faces
+    tracks = {face.track_id for frame in faces for face in frame}
+    found = {
+        "source": "detector",
+        "regions": len(tracks),
+        "frames": len(faces),
+        "frames_with_regions": frames_with_faces,
+        "confidence": [round(min(scores), 4), round(max(scores), 4)] if scores else [],
+        "turns": sorted(turns),
+    }
+    return faces, found
 
 
 def process_video(
     video: readers.Video, options: Options, detector, out_dir: Path, models: Models | None = None
-) -> list:
-    """Anonymizes a video frame by frame, writes its drop-in copy, returns its clip records.
+) -> tuple[list, dict]:
+    """Anonymizes a video frame by frame and writes its drop-in copy: (its clip records, what
+    was found). Nothing is written for a video that raises (the copy appears only once every
+    frame decoded and enough of them for a clip).
 
     Avatars are planned for the whole video first (one identity per track, smoothed poses).
     """
@@ -396,16 +312,20 @@ def process_video(
     if video.persons is None:  # two passes: detect and track, then anonymize
         if options.method == "avatar":
             raise ValueError("no person annotations: an avatar needs the person's mask or box")
-        faces = tracked_faces(video, options, detector)
+        faces, found = tracked_faces(video, options, detector)
+        check_found(video.key, found, options)
     else:
         tracking.track(video.persons)
+        tracks = {p.track_id for frame in video.persons for p in frame}
+        found = {"source": "annotations", "regions": len(tracks), "frames": len(video.persons)}
+        found["frames_with_regions"] = sum(bool(frame) for frame in video.persons)
     kept = {name: [] for name in (schema.VIDEO, "sensitive", "region")}
-    with VideoWriter(out_dir / "images" / video.key, video.frame_rate) as writer:
+    with encode.VideoWriter(out_dir / "images" / video.key, video.frame_rate) as writer:
         for index, frame in enumerate(video.decode()):
             if options.method == "avatar" and plan is None:  # all frames' avatars, at once
                 plan = models.avatars.plan_video(video.persons, frame.shape, video.key)
             if faces is None:
-                region = find_region(video.persons[index], frame, options, detector)
+                region, _ = find_region(video.persons[index], frame, options, detector)
             else:
                 boxes = [detect.Detection(face.box, 1.0) for face in faces[index]]
                 region = detect.detections_to_mask(boxes, frame.shape)
@@ -422,21 +342,23 @@ def process_video(
             )
             writer.write(anonymized)
             if index % options.frame_stride == 0:
-                kept[schema.VIDEO].append(resize_square(anonymized, options.size, cv2.INTER_AREA))
+                pixels = sensitivity.resize_square(anonymized, options.size, cv2.INTER_AREA)
+                kept[schema.VIDEO].append(pixels)
                 for name, mask in record_masks(region, public, options).items():
                     kept[name].append(mask)
-    clips = len(kept[schema.VIDEO]) // options.clip_frames
-    if not clips:
-        raise ValueError(
-            f"too short: {len(kept[schema.VIDEO])} frames kept (every {options.frame_stride}), "
-            f"fewer than one clip of {options.clip_frames}; lower --clip-frames or --frame-stride"
-        )
+        clips = len(kept[schema.VIDEO]) // options.clip_frames
+        if not clips:  # raised inside the writer: no copy of a skipped video
+            raise ValueError(
+                f"too short: {len(kept[schema.VIDEO])} frames kept (every "
+                f"{options.frame_stride}), fewer than one clip of {options.clip_frames}; "
+                "lower --clip-frames or --frame-stride"
+            )
     if options.max_clips:
         clips = min(clips, options.max_clips)
     split = split_of(video.key, options.test_fraction)  # all clips of a video in one split
     label = video.label or label_of(video.key)
     length = options.clip_frames
-    return [
+    records = [
         {
             "key": f"{video.key}#{clip:04d}",
             **{
@@ -448,180 +370,4 @@ def process_video(
         }
         for clip in range(clips)
     ]
-
-
-# --- Shards: the unit of parallel work, resume and atomic writes -------------------------------
-
-_WORKER: dict = {}
-RECORD_ERRORS = (ValueError, OSError)  # corrupt images, bad annotations, unreadable files
-
-
-def _init_worker(options: Options, out_dir: Path, threads: int) -> None:
-    torch.set_num_threads(threads)
-    _WORKER.update(options=options, out_dir=out_dir, detector=None, models=Models(options))
-
-
-def _detect_faces(image: np.ndarray) -> list[detect.Detection]:
-    """The worker's face detector, built on first use (most annotated runs never need it)."""
-    if _WORKER["detector"] is None:
-        _WORKER["detector"] = detect.make_detector(_WORKER["options"].detector)
-    return _WORKER["detector"](image)
-
-
-def shard_path(out_dir: Path, index: int) -> Path:
-    return out_dir / ".shards" / f"shard-{index:05d}.npz"
-
-
-Unit = readers.Sample | readers.Video  # what a shard holds: images, or whole videos
-
-
-def _run_shard(job: tuple[int, list[Unit], str]) -> tuple[int, int, list[dict]]:
-    """Processes one shard and writes it atomically; returns (index, records, skipped)."""
-    index, units, on_error = job
-    options, out_dir = _WORKER["options"], _WORKER["out_dir"]
-    records, skipped = [], []
-    for unit in units:
-        process = process_video if isinstance(unit, readers.Video) else process_sample
-        try:
-            records += process(unit, options, _detect_faces, out_dir, _WORKER["models"])
-        except RECORD_ERRORS as error:
-            if on_error == "fail":
-                raise type(error)(f"{unit.key}: {error}") from error
-            skipped.append({"key": unit.key, "error": f"{type(error).__name__}: {error}"})
-    path = shard_path(out_dir, index)
-    temporary = path.with_name(f".{path.name}.partial")
-    stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
-    with open(temporary, "wb") as f:
-        np.savez(f, skipped=json.dumps(skipped), **stacked)
-    os.replace(temporary, path)
-    return index, len(records), skipped
-
-
-def _claim(out_dir: Path, options: Options, keys: Sequence[str]) -> None:
-    """Records the run's options and inputs in ``out_dir``; refuses a different earlier run."""
-    run = {
-        "options": dataclasses.asdict(options),
-        "inputs": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
-    }
-    path = out_dir / ".shards" / "run.json"
-    if path.exists():
-        earlier = json.loads(path.read_text())
-        if earlier != run:
-            raise ValueError(
-                f"{out_dir} holds an unfinished run with other options or inputs "
-                f"({earlier['options']}); use another output folder or delete it"
-            )
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run, indent=1))
-
-
-def check_region_source(units: Sequence[Unit], options: Options) -> None:
-    """Refuses body anonymization of inputs without person annotations (nothing would be hidden)."""
-    unannotated = [u.key for u in units if isinstance(u, readers.Video) and u.persons is None]
-    unannotated += [u.key for u in units if isinstance(u, readers.Sample) and not u.persons]
-    if options.region == "body" and len(unannotated) == len(units):
-        raise ValueError(
-            "--region body needs person annotations (coco, cityscapes, synthetic), but none of "
-            f"the {len(units)} inputs has any; for plain folders of images or videos use "
-            "--region face (the face detector)"
-        )
-
-
-def run(
-    units: Sequence[Unit],
-    out_dir: str | os.PathLike,
-    options: Options = Options(),
-    *,
-    workers: int = 2,
-    shard_size: int | None = None,
-    on_error: str = "skip",
-    progress: bool = True,
-) -> dict:
-    """Anonymizes images or videos into ``out_dir`` (see the module docstring); returns the
-    summary. ``shard_size``: inputs per shard (default 64 images or 1 video)."""
-    options.check()
-    if options.detector == "auto":  # record the backend, so a resume cannot switch it
-        options = dataclasses.replace(options, detector=detect.auto_backend())
-    if on_error not in ("skip", "fail"):
-        raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
-    if not units:
-        raise ValueError("nothing to anonymize: no input images or videos")
-    check_region_source(units, options)
-    out_dir = Path(out_dir)
-    units = sorted(units, key=lambda unit: unit.key)
-    if shard_size is None:
-        shard_size = 1 if isinstance(units[0], readers.Video) else 64
-    _claim(out_dir, options, [unit.key for unit in units])
-    shards = [units[i : i + shard_size] for i in range(0, len(units), shard_size)]
-    todo = [i for i in range(len(shards)) if not shard_path(out_dir, i).exists()]
-    jobs = [(i, shards[i], on_error) for i in todo]
-    done = len(units) - sum(len(shards[i]) for i in todo)
-    unit_name = "video" if isinstance(units[0], readers.Video) else "img"
-    with tqdm.tqdm(
-        total=len(units), initial=done, unit=unit_name, desc="anonymize", disable=not progress
-    ) as bar:
-        for index in _run_shards(jobs, workers, options, out_dir):
-            bar.update(len(shards[index]))
-    return _finish(out_dir, options, len(shards))
-
-
-def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> Iterator[int]:
-    """Runs the jobs on ``workers`` processes, this one included, yielding finished shards.
-
-    This process works too (it has its imports already, while spawned workers need seconds to
-    import torch) and keeps each of the ``workers - 1`` others fed with up to two jobs.
-    """
-    threads = torch.get_num_threads()
-    _init_worker(options, out_dir, 1 if workers > 1 else threads)
-    _WORKER["models"].prepare()
-    pending = collections.deque(jobs)
-    try:
-        if workers == 1 or len(jobs) == 1:
-            while pending:
-                yield _run_shard(pending.popleft())[0]
-            return
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers - 1, _init_worker, (options, out_dir, 1)) as pool:
-            running: collections.deque = collections.deque()
-            while pending or running:
-                while pending and len(running) < 2 * (workers - 1):
-                    running.append(pool.apply_async(_run_shard, (pending.popleft(),)))
-                if pending:
-                    yield _run_shard(pending.popleft())[0]
-                else:
-                    running[0].wait()
-                while running and running[0].ready():
-                    yield running.popleft().get()[0]  # re-raises a worker's error
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _finish(out_dir: Path, options: Options, num_shards: int) -> dict:
-    skipped, counts, labels, pixels = [], {"train": 0, "test": 0}, set(), None
-    for index in range(num_shards):
-        with np.load(shard_path(out_dir, index)) as shard:
-            skipped += json.loads(str(shard["skipped"]))
-            if "key" not in shard.files:  # every input of the shard was skipped
-                continue
-            pixels = schema.VIDEO if schema.VIDEO in shard.files else schema.IMAGE
-            shape = shard[pixels].shape[1:]
-            labels.update(shard["label"].tolist())
-            for split in counts:
-                counts[split] += int(np.sum(shard["split"] == split))
-    if not counts["train"]:
-        raise ValueError(
-            f"nothing could be anonymized into a train split ({len(skipped)} inputs "
-            f"skipped, see {out_dir / '.shards'}); check the input and --on-error"
-        )
-    splits = tuple(split for split, count in counts.items() if count)
-    dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), num_shards, splits)
-    summary = {
-        "records": counts,
-        "skipped": skipped,
-        "dataset": str(dataset_dir),
-        "images": str(out_dir / "images"),
-        "options": dataclasses.asdict(options),
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return records, found

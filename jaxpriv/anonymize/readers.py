@@ -5,11 +5,22 @@ Pixel coordinates are continuous: pixel (row r, column c) covers [c, c+1) x [r, 
 (x0, y0, x1, y1) = (0, 0, 2, 1) covers exactly two pixels. Annotation problems are collected and
 raised once as an `AnnotationError` naming the files; unreadable images raise `CorruptImageError`.
 COCO masks stay in their compact JSON form (checked when read) and are decoded on access.
+
+Decoding is strict: truncated or corrupt images and videos, FFmpeg warnings and videos with fewer
+frames than their container declares raise `CorruptImageError`. Pixels are RGB (cv2 uses BGR).
+`load_original` keeps an image's own format (16-bit, gray, alpha); `to_rgb8` is the uint8 RGB
+view the anonymizers work on and `restore` puts their result back into the original's format.
+`ignored_files` lists what `read_folder` / `read_videos` do not read.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import io
 import json
+import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,11 +29,12 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from jaxpriv.data import schema, synthetic
 
 Box = tuple[float, float, float, float]
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".avi", ".mkv", ".mov", ".mp4", ".webm")
 GENERATED_FRAME_RATE = 8  # frames per second of the drop-in copies of generated clips
 CITYSCAPES_PERSON_CLASSES = (24, 25)  # person, rider
@@ -88,47 +100,244 @@ Person.mask = _DecodedMask()  # replaces the default that @dataclass left; __ini
 @dataclass
 class Sample:
     """One image: `key` is its unique relative name, `path` the absolute file. `label`: its
-    class, or None (then its first folder)."""
+    class, or None (then its first folder). `declared_shape`: the (H, W) its annotations were
+    made for (COCO's image size), or None. `problems`: what is wrong with its annotations (read
+    with ``strict=False``); such a sample must not be anonymized (`check_annotations` raises)."""
 
     key: str
     path: Path
     persons: list[Person] = field(default_factory=list)
     label: str | None = None
+    declared_shape: tuple[int, int] | None = None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def image(self) -> np.ndarray:
         """The uint8 HxWx3 RGB pixels, decoded now (not cached); mask sizes are checked."""
         image = load_image(self.path)
-        self._check_mask_shapes(image.shape[:2])
+        self.check_annotations(image.shape[:2])
         return image
 
-    def _check_mask_shapes(self, shape: tuple[int, int]) -> None:
-        problems = [
-            f"{self.key}: image is {shape[0]}x{shape[1]} but the mask of person "
-            f"{person.source_id!r} is {person.mask_shape[0]}x{person.mask_shape[1]}"
-            for person in self.persons
-            if person.mask_shape not in (None, shape)
-        ]
+    def check_annotations(self, shape: tuple[int, int] | None = None) -> None:
+        """Raises `AnnotationError` for the sample's `problems` and, given the image's (H, W)
+        ``shape``, for masks of another size."""
+        problems = list(self.problems)
+        if shape is not None:
+            problems += [
+                f"{self.key}: image is {shape[0]}x{shape[1]} but the mask of person "
+                f"{person.source_id!r} is {person.mask_shape[0]}x{person.mask_shape[1]}"
+                for person in self.persons
+                if person.mask_shape not in (None, tuple(shape))
+            ]
         if problems:
             raise AnnotationError(self.path, problems)
 
 
-def _read_with_cv2(path: str | Path, flags: int) -> np.ndarray:
-    """cv2.imread with errors that name the file."""
+# --- images: strict decoding, the original pixels and their 8-bit RGB view -------------------
+
+PILLOW_FORMATS = ("BMP", "JPEG", "PNG", "TIFF", "WEBP")  # a JPEG may open as MPO (camera extras)
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS = {  # EXIF orientation -> the stored pixels turned as displayed (as cv2 does)
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: a.swapaxes(0, 1)[::-1],
+}
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")  # the marker after entropy-coded data
+
+
+class _Undecodable(Exception):
+    """Why the bytes of an image cannot be decoded; the caller names the file."""
+
+
+def load_original(path: str | Path) -> np.ndarray:
+    """Decodes an image file strictly, in its own pixel format, turned upright as displayed.
+
+    Returns uint8 or uint16 pixels in RGB channel order (cv2's are BGR): HxW gray, HxWx3 RGB or
+    HxWx4 RGBA. Gray with alpha comes as RGBA, a palette as RGB (RGBA with a transparent entry),
+    CMYK as RGB (a CMYK TIFF as opaque RGBA). The EXIF orientation is applied, as cv2.imread
+    did, so `to_rgb8(load_original(path))` is what `load_image` returned before.
+
+    cv2 decodes the pixels; Pillow reads only the header (format, frame count, orientation).
+    Truncated or corrupt data raises `CorruptImageError` naming the file and the reason: a JPEG
+    must hold whole segments and scans up to its EOI marker, a PNG must end in its IEND chunk, a
+    WebP must hold the bytes its RIFF header declares, and cv2 must decode the rest. So do
+    animated or multi-page files and other pixel formats (float). A missing file raises
+    FileNotFoundError. Not detected: corrupt JPEG entropy-coded data that libjpeg recovers from
+    with a warning (cv2 and Pillow both drop libjpeg's warnings).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: '{path}'")
-    pixels = cv2.imread(str(path), flags)
-    if pixels is None:
-        raise CorruptImageError(
-            f"cannot decode image '{path}': not a supported image format, or corrupt data"
+    try:
+        return _decode_image(path.read_bytes())
+    except _Undecodable as error:
+        raise CorruptImageError(f"cannot decode image '{path}': {error}") from error
+
+
+def to_rgb8(original: np.ndarray) -> np.ndarray:
+    """The uint8 HxWx3 RGB view of `load_original`'s pixels that the anonymizers work on (a new
+    array): 16-bit keeps its high byte (as cv2.imread did for PNG), gray is replicated, alpha is
+    dropped. Alpha is never composited: what a transparent pixel holds is seen and anonymized."""
+    view = _rgb8(original)
+    return view.copy() if view is original else view
+
+
+def restore(original: np.ndarray, anonymized_rgb8: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """A copy of `original` with the anonymized pixels put back in its own format.
+
+    Replaced are the `changed` pixels (bool HxW: the whole region the anonymizer was responsible
+    for) and every pixel whose `anonymized_rgb8` value differs from `to_rgb8(original)`, so that
+    nothing the anonymizer altered is lost. Pass the whole region, not only the differing pixels:
+    a 16-bit original holds detail below its 8-bit view that an unchanged 8-bit value would keep.
+    Replaced pixels are converted back: 16-bit as value x 257 (0 -> 0, 255 -> 65535), gray as
+    the luminance (cv2 RGB2GRAY), and RGBA becomes fully opaque there: the anonymizers saw the
+    opaque view (alpha dropped) and the copy shows what they made of it. Every other pixel,
+    alpha included, is bit-identical to `original`.
+    """
+    view = _rgb8(original)
+    anonymized_rgb8 = np.asarray(anonymized_rgb8)
+    changed = np.asarray(changed)
+    if anonymized_rgb8.shape != view.shape or anonymized_rgb8.dtype != np.uint8:
+        raise ValueError(
+            f"anonymized pixels are {anonymized_rgb8.dtype} {anonymized_rgb8.shape}: expected "
+            f"uint8 {view.shape}, the to_rgb8 view of the original"
         )
-    return pixels
+    if changed.shape != original.shape[:2] or changed.dtype != bool:
+        raise ValueError(
+            f"changed is {changed.dtype} {changed.shape}: expected bool {view.shape[:2]}"
+        )
+    replaced = changed | (anonymized_rgb8 != view).any(axis=-1)
+    content = anonymized_rgb8
+    if original.ndim == 2:
+        content = cv2.cvtColor(content, cv2.COLOR_RGB2GRAY)
+    if original.dtype == np.uint16:
+        content = content.astype(np.uint16) * np.uint16(257)
+    if original.ndim == 3 and original.shape[2] == 4:
+        opaque = np.full(content.shape[:2] + (1,), np.iinfo(original.dtype).max, original.dtype)
+        content = np.concatenate([content, opaque], axis=-1)
+    restored = original.copy()
+    restored[replaced] = content[replaced]
+    return restored
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Decodes an image file to uint8 HxWx3 RGB."""
-    return cv2.cvtColor(_read_with_cv2(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    """Decodes an image file strictly to uint8 HxWx3 RGB: `to_rgb8(load_original(path))`."""
+    return _rgb8(load_original(path))
+
+
+def _rgb8(original: np.ndarray) -> np.ndarray:
+    """`to_rgb8`, sharing memory with `original` when it already is uint8 RGB."""
+    if original.dtype not in (np.uint8, np.uint16) or not (
+        original.ndim == 2 or (original.ndim == 3 and original.shape[2] in (3, 4))
+    ):
+        raise ValueError(
+            f"pixels of {original.dtype} {original.shape}: expected uint8 or uint16 HxW, HxWx3 "
+            "or HxWx4"
+        )
+    pixels = (original >> 8).astype(np.uint8) if original.dtype == np.uint16 else original
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    return pixels if pixels.shape[2] == 3 else np.ascontiguousarray(pixels[..., :3])
+
+
+def _decode_image(data: bytes) -> np.ndarray:
+    _check_complete(data)
+    kind, orientation = _image_header(data)
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise _Undecodable(f"{kind} data is truncated or corrupt: cv2 cannot decode it")
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3):
+        raise _Undecodable(f"unsupported {kind} pixel format: {pixels.dtype} {pixels.shape}")
+    if pixels.ndim == 3:
+        if pixels.shape[2] not in (3, 4):
+            raise _Undecodable(f"unsupported {kind} pixel format: {pixels.shape[2]} channels")
+        code = cv2.COLOR_BGR2RGB if pixels.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        pixels = cv2.cvtColor(pixels, code)
+    turn = _ORIENTATIONS.get(orientation)
+    return np.ascontiguousarray(turn(pixels)) if turn else pixels
+
+
+def _image_header(data: bytes) -> tuple[str, int]:
+    """(format, EXIF orientation) from the header alone (Pillow, nothing decoded); animated and
+    multi-page files raise."""
+    try:
+        with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
+            kind = image.format or "image"
+            frames = getattr(image, "n_frames", 1)
+            # a PNG's eXIf chunk counts (for cv2 too) only before the pixel data, which is where
+            # Pillow has read it without decoding (getexif would decode to look further)
+            has_exif = kind != "PNG" or "exif" in image.info
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if has_exif else 1
+    except Image.DecompressionBombError as error:
+        raise _Undecodable(f"too large: {error}") from error
+    except UnidentifiedImageError as error:
+        raise _Undecodable(
+            "not a JPEG, PNG, WebP, TIFF or BMP image, or its header is corrupt or truncated"
+        ) from error
+    except MemoryError:
+        raise
+    except Exception as error:  # Pillow reports bad headers as OSError, SyntaxError, ValueError
+        raise _Undecodable(f"corrupt or truncated header: {error}") from error
+    if frames > 1 and kind != "MPO":  # MPO: a JPEG followed by a camera's extra images
+        raise _Undecodable(
+            f"{kind} with {frames} frames (animated or multi-page): only still images are read"
+        )
+    return kind, orientation if isinstance(orientation, int) else 1
+
+
+def _check_complete(data: bytes) -> None:
+    """Raises if a JPEG, PNG or WebP ends early (or a JPEG is malformed where cv2 would only
+    warn), with a clearer reason than the decoders give."""
+    problem, kind = None, "image"
+    if data.startswith(b"\xff\xd8\xff"):
+        problem, kind = _jpeg_incomplete(data), "JPEG"
+    elif data.startswith(b"\x89PNG\r\n\x1a\n"):
+        end = data.rfind(b"IEND")
+        if end < 0 or len(data) < end + 8:
+            problem, kind = "it does not end with an IEND chunk", "PNG"
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        declared = int.from_bytes(data[4:8], "little") + 8
+        if len(data) < declared:
+            problem = f"{len(data)} bytes of the {declared} its RIFF header declares"
+            kind = "WEBP"
+    if problem:
+        raise _Undecodable(f"{kind} data is truncated or corrupt: {problem}")
+
+
+def _jpeg_incomplete(data: bytes) -> str | None:
+    """Walks a JPEG's markers from SOI to EOI: every header segment whole, every scan's
+    entropy-coded data followed by a marker. (libjpeg only warns, and cv2 fills in grey.)"""
+    position, size = 2, len(data)
+    while position + 2 <= size:
+        if data[position] != 0xFF:
+            return f"no marker at byte {position} (extraneous or corrupt data)"
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no segment follows
+            position += 2
+            continue
+        if position + 4 > size:
+            break
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if length < 2:
+            return f"a segment of length {length} at byte {position}"
+        position += 2 + length
+        if position > size:
+            break
+        if marker == 0xDA:  # SOS: entropy-coded data up to the next marker
+            found = _JPEG_SCAN_END.search(data, position)
+            if found is None:
+                break
+            position = found.start()
+    return "premature end of JPEG data (no EOI marker)"
 
 
 # --- COCO -------------------------------------------------------------------------------------
@@ -304,8 +513,9 @@ def _person_category_ids(data: dict, source: Path, names: tuple[str, ...]) -> se
     return ids
 
 
-def _coco_images(data: dict, image_root: Path, problems: list[str]) -> dict:
-    """image id -> (file_name, height, width) for the well-formed, existing, unique images."""
+def _coco_images(data: dict, image_root: Path, problems: list[str], of_image: dict) -> dict:
+    """image id -> (file_name, height, width) for the well-formed, unique images; a missing file
+    is a problem of its image (``of_image``), the others of the whole file (``problems``)."""
     images, seen = {}, set()
     for number, image in enumerate(data.get("images", [])):
         try:
@@ -317,7 +527,7 @@ def _coco_images(data: dict, image_root: Path, problems: list[str]) -> dict:
         if name in seen:
             problems.append(f"{name}: listed twice in 'images'")
         elif not (image_root / name).is_file():
-            problems.append(f"{name}: image file not found at '{image_root / name}'")
+            of_image[image_id].append(f"{name}: image file not found at '{image_root / name}'")
         seen.add(name)
         images[image_id] = (name, height, width)
     return images
@@ -327,19 +537,24 @@ def read_coco(
     annotation_json: str | Path,
     image_root: str | Path,
     person_categories: tuple[str, ...] = ("person",),
+    *,
+    strict: bool = True,
 ) -> list[Sample]:
     """Persons of a COCO instances / person-keypoints JSON, one `Sample` per listed image.
 
     Only the categories named in `person_categories` are read (BDD100K: pedestrian, rider).
     Images without persons are samples without persons.
     Masks are `CocoSegmentation`s, decoded each time a `Person.mask` is read.
-    Raises `AnnotationError` listing every missing image, unknown image id and malformed annotation.
+    Raises `AnnotationError` listing every missing image, unknown image id and malformed
+    annotation; with ``strict=False`` only the problems of the whole file, while those of one
+    image (its file missing, one of its annotations malformed) go to its `Sample.problems`.
     """
     annotation_json, image_root = Path(annotation_json), Path(image_root)
     data = _load_json(annotation_json)
     person_ids = _person_category_ids(data, annotation_json, tuple(person_categories))
     problems: list[str] = []
-    images = _coco_images(data, image_root, problems)
+    of_image: dict = collections.defaultdict(list)
+    images = _coco_images(data, image_root, problems, of_image)
     persons: dict = {image_id: [] for image_id in images}
     for annotation in data.get("annotations", []):
         if annotation.get("category_id") not in person_ids:
@@ -353,12 +568,21 @@ def read_coco(
         try:
             persons[annotation["image_id"]].append(_coco_person(annotation, *image[1:]))
         except (KeyError, TypeError, ValueError) as error:
-            problems.append(f"{image[0]}: annotation {annotation.get('id')}: {_describe(error)}")
+            message = f"{image[0]}: annotation {annotation.get('id')}: {_describe(error)}"
+            of_image[annotation["image_id"]].append(message)
+    if strict:
+        problems += [problem for image_id in images for problem in of_image[image_id]]
     if problems:
         raise AnnotationError(annotation_json, problems)
     return [
-        Sample(name, (image_root / name).absolute(), persons[image_id])
-        for image_id, (name, _, _) in images.items()
+        Sample(
+            name,
+            (image_root / name).absolute(),
+            persons[image_id],
+            declared_shape=(h, w),
+            problems=of_image[image_id],
+        )
+        for image_id, (name, h, w) in images.items()
     ]
 
 
@@ -398,7 +622,7 @@ def _cityscapes_persons(instance_ids: np.ndarray, path: Path) -> list[Person]:
 
 
 def _read_instance_ids(path: Path) -> np.ndarray:
-    ids = _read_with_cv2(path, cv2.IMREAD_UNCHANGED)
+    ids = load_original(path)
     if ids.ndim != 2:
         raise CorruptImageError(
             f"instance map '{path}' has shape {ids.shape}: expected one channel"
@@ -437,20 +661,44 @@ def read_cityscapes(root: str | Path, split: str = "train") -> list[Sample]:
 # --- folders, videos and generated clips ------------------------------------------------------
 
 
-def _files_under(root: str | Path, suffixes: tuple[str, ...], what: str) -> list[tuple[str, Path]]:
-    """(relative key, absolute path) of every file under `root` with one of `suffixes`, sorted."""
+def _entries(root: str | Path, what: str) -> list[Path]:
+    """Every entry under `root` (recursive) that is not a folder."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{what} folder not found: '{root}'")
-    paths = [p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file()]
+    return [path for path in root.rglob("*") if not path.is_dir()]
+
+
+def _reads(path: Path, suffixes: tuple[str, ...]) -> bool:
+    return path.suffix.lower() in suffixes and path.is_file()
+
+
+def _files_under(root: str | Path, suffixes: tuple[str, ...], what: str) -> list[tuple[str, Path]]:
+    """(relative key, absolute path) of every file under `root` with one of `suffixes`, sorted."""
+    root = Path(root)
+    paths = [path for path in _entries(root, what) if _reads(path, suffixes)]
     if not paths:
         raise FileNotFoundError(f"no {what}s ({', '.join(suffixes)}) under '{root}'")
     keys = sorted(p.relative_to(root).as_posix() for p in paths)
     return [(key, (root / key).absolute()) for key in keys]
 
 
+def ignored_files(root: str | Path, suffixes: tuple[str, ...]) -> list[str]:
+    """The relative paths (sorted) of everything under `root` that a reader of `suffixes` does
+    not read: files with other suffixes (hidden ones such as .DS_Store included), and entries
+    that are not regular files (broken links, sockets). `ignored_files(root, IMAGE_SUFFIXES)`
+    goes with `read_folder(root)`, `ignored_files(root, VIDEO_SUFFIXES)` with `read_videos`."""
+    root = Path(root)
+    return sorted(
+        path.relative_to(root).as_posix()
+        for path in _entries(root, "input")
+        if not _reads(path, suffixes)
+    )
+
+
 def read_folder(root: str | Path) -> list[Sample]:
-    """Every image under `root` (recursive, sorted by relative path), without persons."""
+    """Every image under `root` (recursive, sorted by relative path), without persons.
+    `ignored_files(root, IMAGE_SUFFIXES)` lists the files it does not read."""
     return [Sample(key, path) for key, path in _files_under(root, IMAGE_SUFFIXES, "image")]
 
 
@@ -481,28 +729,43 @@ class Video:
 
 
 def read_videos(root: str | Path) -> list[Video]:
-    """Every video file under `root` (recursive, sorted by relative path); decoded later."""
+    """Every video file under `root` (recursive, sorted by relative path); decoded later.
+    `ignored_files(root, VIDEO_SUFFIXES)` lists the files it does not read."""
     return [Video(key, path) for key, path in _files_under(root, VIDEO_SUFFIXES, "video")]
 
 
+_ffmpeg_lock = threading.Lock()
+_ffmpeg_users = 0
+_ffmpeg_saved: tuple = (None, True)
+_DURATION_TAG = re.compile(r"(\d+):(\d+):(\d+(?:\.\d+)?)")  # Matroska's "00:00:03.000000000"
+
+
 def _open_video(path: Path):
+    """The opened container; FFmpeg errors while opening (a missing index, a truncated header)
+    raise `CorruptImageError`."""
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: '{path}'")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as error:
-        raise CorruptImageError(f"cannot decode video '{path}': {error}") from error
-    if not container.streams.video:
+    with _ffmpeg_logs() as logs:
+        try:
+            container = av.open(str(path))
+        except av.FFmpegError as error:
+            raise CorruptImageError(f"cannot decode video '{path}': {error}") from error
+    problems = _problems(logs, av.logging.ERROR)
+    if problems or not container.streams.video:
         container.close()
-        raise CorruptImageError(f"cannot decode video '{path}': it has no video stream")
+        reason = "; ".join(problems[:3]) or "it has no video stream"
+        raise CorruptImageError(f"cannot decode video '{path}': {reason}")
     return container
 
 
 def decode_video(path: str | Path) -> Iterator[np.ndarray]:
-    """The frames of a video file (PyAV) as uint8 HxWx3 RGB arrays, decoded lazily.
+    """The frames of a video file (PyAV) as uint8 HxWx3 RGB arrays, decoded lazily and strictly.
 
     A missing file raises here; an undecodable one raises `CorruptImageError` here or on the bad
-    frame.
+    frame: any FFmpeg error or warning while reading or decoding, and, after the last frame,
+    fewer frames than the container declares (its frame count, exact; else its duration times
+    the average frame rate, to within one frame) when fewer packets than that were read too
+    (the file ends early, rather than a decoder skipping empty or edited-out frames).
     """
     path = Path(path)
     return _frames(_open_video(path), path)
@@ -510,11 +773,100 @@ def decode_video(path: str | Path) -> Iterator[np.ndarray]:
 
 def _frames(container, path: Path) -> Iterator[np.ndarray]:
     with container:
-        try:
-            for frame in container.decode(video=0):
+        stream = container.streams.video[0]
+        declared = _declared_frames(container, stream)
+        packets = container.demux(stream)
+        read = decoded = 0
+        while True:
+            with _ffmpeg_logs() as logs:  # only around FFmpeg's reading and decoding
+                try:
+                    packet = next(packets, None)
+                    frames = [] if packet is None else stream.decode(packet)
+                except av.FFmpegError as error:
+                    raise CorruptImageError(
+                        f"cannot decode video '{path}' after {decoded} frames: {error}"
+                    ) from error
+            problems = _problems(logs, av.logging.WARNING)
+            if problems:
+                raise CorruptImageError(
+                    f"cannot decode video '{path}' after {decoded} frames: "
+                    + "; ".join(problems[:3])
+                )
+            if packet is None:
+                break
+            if packet.size or packet.dts is not None:  # not the empty packet that flushes
+                read += 1
+            for frame in frames:
+                decoded += 1
                 yield frame.to_ndarray(format="rgb24")
-        except av.FFmpegError as error:
-            raise CorruptImageError(f"cannot decode video '{path}': {error}") from error
+        if declared is not None:
+            expected, exact, how = declared
+            least = expected if exact else expected - 1
+            if decoded < least and read < least:
+                raise CorruptImageError(
+                    f"cannot decode video '{path}': decoded {decoded} of {how}: truncated"
+                )
+
+
+def _declared_frames(container, stream) -> tuple[int, bool, str] | None:
+    """(frames, exact, description) that the container declares for `stream`, or None: its
+    frame count, else (an estimate) its duration times its average frame rate."""
+    if stream.frames > 0:
+        return stream.frames, True, f"{stream.frames} frames"
+    tags = {key.split("-")[0].upper(): value for key, value in stream.metadata.items()}
+    count = tags.get("NUMBER_OF_FRAMES", "").strip()  # mkvmerge's statistics
+    if count.isdigit() and int(count) > 0:
+        return int(count), True, f"{int(count)} frames"
+    seconds = None
+    if stream.duration and stream.time_base:
+        seconds = stream.duration * stream.time_base
+    elif match := _DURATION_TAG.fullmatch(tags.get("DURATION", "").strip()):
+        hours, minutes, rest = match.groups()
+        seconds = (int(hours) * 60 + int(minutes)) * 60 + Fraction(rest)
+    elif container.duration and len(container.streams) == 1:  # else it may be another stream's
+        seconds = Fraction(container.duration, av.time_base)
+    rate = stream.average_rate
+    if not seconds or seconds <= 0 or not rate:
+        return None
+    frames = round(seconds * rate)
+    return frames, False, f"about {frames} frames ({float(seconds):g} s at {float(rate):g} fps)"
+
+
+@contextlib.contextmanager
+def _ffmpeg_logs() -> Iterator[list]:
+    """The FFmpeg log entries (level, name, message) of this thread while the block runs.
+
+    PyAV drops FFmpeg's logs by default: for the block the level is raised to WARNING and
+    repeated lines are kept (else a line repeated from an earlier file would be held back), then
+    both are restored once no block runs. Lines logged by FFmpeg's own worker threads (slice
+    threading) are not this thread's; the frame count check backs them up.
+    """
+    global _ffmpeg_users, _ffmpeg_saved
+    with _ffmpeg_lock:
+        if _ffmpeg_users == 0:
+            _ffmpeg_saved = av.logging.get_level(), av.logging.get_skip_repeated()
+            if _ffmpeg_saved[0] is None or _ffmpeg_saved[0] < av.logging.WARNING:
+                av.logging.set_level(av.logging.WARNING)
+            av.logging.set_skip_repeated(False)
+        _ffmpeg_users += 1
+    try:
+        with av.logging.Capture() as logs:
+            yield logs
+    finally:
+        with _ffmpeg_lock:
+            _ffmpeg_users -= 1
+            if _ffmpeg_users == 0:
+                av.logging.set_level(_ffmpeg_saved[0])
+                av.logging.set_skip_repeated(_ffmpeg_saved[1])
+
+
+def _problems(logs: list, worst: int) -> list[str]:
+    """The log lines at level `worst` or more severe, as "name: message"."""
+    return [
+        f"{name}: {message.strip().rstrip('.')}" if name else message.strip().rstrip(".")
+        for level, name, message in logs
+        if level <= worst
+    ]
 
 
 def read_synthetic(num_clips: int, *, seed: int, frames: int, size: int) -> list[Video]:
@@ -525,7 +877,7 @@ def read_synthetic(num_clips: int, *, seed: int, frames: int, size: int) -> list
     head; the limbs at the figure's arms and legs).
     """
     data = synthetic.generate(num_clips, seed=seed, frames=frames, size=size)
-    figures = data[schema.SENSITIVE] == 0  # sensitivity "background": the figure is not sensitive
+    figures = data[schema.SENSITIVE] == 0  # sensitivity "real": the figure is public
     points = synthetic.keypoints(num_clips, seed=seed, frames=frames, size=size)
     videos = []
     for index, (clip, label, masks) in enumerate(

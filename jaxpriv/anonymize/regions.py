@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from jaxpriv.anonymize.readers import Box, Person
+from jaxpriv.anonymize.settings import REGIONS
 
-REGIONS = ("body", "face")
 FACE_KEYPOINTS = 5  # COCO order: nose, left eye, right eye, left ear, right ear
 # Typical distance between two face keypoints, as a fraction of the head width (frontal view).
 FACE_PAIR_FRACTION = np.array(
@@ -140,3 +140,33 @@ def region_mask(
     for mask in masks:
         union |= mask
     return union
+
+
+def rescale_person(person: Person, declared: tuple[int, int], shape: tuple[int, int]) -> Person:
+    """The person's annotations made for an image of size ``declared`` (H, W), scaled to an image
+    of size ``shape``: box and keypoints by the ratio of the sizes; a mask is resized so that
+    every pixel it touches is covered (never smaller than the scaled person)."""
+    (height, width), (new_height, new_width) = declared, _hw(shape)
+    sx, sy = new_width / width, new_height / height
+    x0, y0, x1, y1 = person.box
+    keypoints = person.keypoints
+    if keypoints is not None:
+        keypoints = keypoints * np.array([sx, sy, 1.0], dtype=keypoints.dtype)
+    mask = person.mask
+    if mask is not None:
+        shrinks = sx < 1 or sy < 1  # INTER_AREA averages every source pixel; linear may skip some
+        interpolation = cv2.INTER_AREA if shrinks else cv2.INTER_LINEAR
+        mask = (
+            cv2.resize(
+                mask.astype(np.float32), (new_width, new_height), interpolation=interpolation
+            )
+            > 0
+        )
+    return Person(
+        (x0 * sx, y0 * sy, x1 * sx, y1 * sy),
+        mask,
+        keypoints,
+        crowd=person.crowd,
+        track_id=person.track_id,
+        source_id=person.source_id,
+    )

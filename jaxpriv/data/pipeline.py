@@ -45,9 +45,19 @@ def load_source(
       dataset: a builder (e.g. from `tfds_builder.prepare_synthetic`) or the
         folder of a prepared dataset version (`<data_dir>/<name>/<config>/<version>`).
       split: e.g. "train" or "test".
+
+    Raises ValueError naming the dataset's splits when it has no ``split`` (a dataset written
+    by ``jaxpriv anonymize`` from too few inputs has no test split).
     """
     if not isinstance(dataset, tfds.core.DatasetBuilder):
         dataset = tfds.builder_from_directory(os.fspath(dataset))
+    splits = sorted(dataset.info.splits)
+    if split not in splits:
+        raise ValueError(
+            f"dataset {dataset.data_dir} has no {split!r} split (it has {', '.join(splits)}); "
+            "for a test split, anonymize more inputs or a larger --test-fraction, or set "
+            "data.test_name to a dataset with one"
+        )
     return dataset.as_data_source(split)
 
 

@@ -17,9 +17,9 @@ orientation, not a single pixel, tells the contexts apart. The background
 gets fresh uniform noise in every frame; the figure is one exact colour.
 
 ``label = action * NUM_CONTEXTS + context``: the class depends on both the
-figure and the background. The ``sensitive`` mask follows a policy:
-``"background"`` (the background is real and sensitive, the figure is a
-public synthetic avatar), ``"all"`` or ``"none"``.
+figure and the background. The ``sensitive`` mask follows a policy of
+`jaxpriv.data.sensitivity`: ``"real"`` (the background is real and
+sensitive, the figure is a public synthetic avatar), ``"all"`` or ``"none"``.
 
 The figure's solid 10x12 px torso and its motion of at most 2 px per frame
 leave several 4x4 patches (and 2-frame tubelets) entirely inside the figure.
@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxpriv.data import schema
+from jaxpriv.data import sensitivity as sensitivity_rule
 
 ACTIONS = ("walk_right", "walk_left", "jump", "wave")
 CONTEXTS = ("indoor", "outdoor")
@@ -37,7 +38,6 @@ NUM_ACTIONS = len(ACTIONS)
 NUM_CONTEXTS = len(CONTEXTS)
 CLASS_NAMES = tuple(f"{action}_{context}" for action in ACTIONS for context in CONTEXTS)
 NUM_CLASSES = NUM_ACTIONS * NUM_CONTEXTS
-SENSITIVITY_POLICIES = ("background", "all", "none")
 KINDS = {"video": schema.VIDEO, "image": schema.IMAGE}
 DEFAULT_FRAMES = 8
 DEFAULT_SIZE = 32
@@ -197,19 +197,11 @@ def _render(rng, scenes: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.where(figure[..., None], colour, background), figure
 
 
-def _sensitive(figure: np.ndarray, sensitivity: str) -> np.ndarray:
-    """The sensitive mask (uint8, 1 = protected by DP) under a policy."""
-    if sensitivity == "background":
-        return (~figure).astype(np.uint8)
-    return np.full(figure.shape, sensitivity == "all", dtype=np.uint8)
-
-
 def check_options(*, kind: str, sensitivity: str) -> None:
     """Raises ValueError unless `kind` and `sensitivity` are known."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
-    if sensitivity not in SENSITIVITY_POLICIES:
-        raise ValueError(f"sensitivity must be one of {SENSITIVITY_POLICIES}, got {sensitivity!r}")
+    sensitivity_rule.check_policy(sensitivity)
 
 
 def generate(
@@ -219,7 +211,7 @@ def generate(
     kind: str = "video",
     frames: int = DEFAULT_FRAMES,
     size: int = DEFAULT_SIZE,
-    sensitivity: str = "background",
+    sensitivity: str = "real",
 ) -> dict[str, np.ndarray]:
     """Generates a deterministic synthetic dataset.
 
@@ -229,7 +221,7 @@ def generate(
       kind: "video" (T frames) or "image" (a single frame).
       frames: T, frames per video clip (ignored for images).
       size: height and width in pixels, at least 32.
-      sensitivity: "background", "all" or "none" (see the module docstring).
+      sensitivity: "real", "all" or "none" (see the module docstring).
 
     Returns:
       `{"video": uint8 [N,T,H,W,3], "label": int64 [N], "sensitive": uint8
@@ -250,7 +242,7 @@ def generate(
     for start in range(0, num_examples, _CHUNK):
         chunk = slice(start, start + _CHUNK)
         pixels[chunk], figure = _render(rng, {k: v[chunk] for k, v in scenes.items()}, size)
-        sensitive[chunk] = _sensitive(figure, sensitivity)
+        sensitive[chunk] = sensitivity_rule.sensitive_mask(figure, sensitivity)
     if kind == "image":
         pixels, sensitive = pixels[:, 0], sensitive[:, 0]
     return {

@@ -41,7 +41,7 @@ class SyntheticActionsConfig(tfds.core.BuilderConfig):
     num_train: int = 4096
     num_test: int = 1024
     seed: int = 0
-    sensitivity: str = "background"
+    sensitivity: str = "real"
 
     def __post_init__(self):
         synthetic.check_options(kind=self.kind, sensitivity=self.sensitivity)
@@ -131,7 +131,7 @@ def prepare_synthetic(
     num_train: int = 4096,
     num_test: int = 1024,
     seed: int = 0,
-    sensitivity: str = "background",
+    sensitivity: str = "real",
 ) -> SyntheticActions:
     """Writes the synthetic dataset under `data_dir` unless already complete.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxpriv.anonymize import detect, pipeline, readers
+from jaxpriv.anonymize import detect, pipeline, readers, runner
 from jaxpriv.data import synthetic
 from jaxpriv.experiments import layouts
 
@@ -113,14 +113,14 @@ def planned_train_size(stage: ml_collections.ConfigDict) -> tuple[int, bool]:
 def prepare(stage: ml_collections.ConfigDict, folder: str, *, progress: bool = True) -> str:
     """Runs (or resumes) the pipeline into ``folder`` unless done; returns the TFDS dataset."""
     settings = options(stage)
-    if settings.detector == "auto":  # as pipeline.run records it
+    if settings.detector == "auto":  # as runner.run records it
         settings = dataclasses.replace(settings, detector=detect.auto_backend())
     summary_path = Path(folder) / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         if summary["options"] == dataclasses.asdict(settings):
             return summary["dataset"]
-    summary = pipeline.run(
+    summary = runner.run(
         list(units(stage)),
         folder,
         settings,
@@ -129,6 +129,17 @@ def prepare(stage: ml_collections.ConfigDict, folder: str, *, progress: bool = T
         progress=progress,
     )
     return summary["dataset"]
+
+
+def check_test_split(stage: ml_collections.ConfigDict) -> None:
+    """Raises ValueError when none of the stage's inputs would go to the test split."""
+    inputs, train = units(stage), train_units(stage)
+    if len(train) == len(inputs):
+        raise ValueError(
+            f"anonymization stage: none of the {len(inputs)} inputs falls in the test split "
+            f"(anonymize.test_fraction={stage.test_fraction}, by hash of the name): the cells "
+            "would have nothing to test on; add inputs or raise anonymize.test_fraction"
+        )
 
 
 def describe_input(stage: ml_collections.ConfigDict) -> str:

@@ -231,6 +231,7 @@ def finished(workdir: str, planned: list[Cell]) -> dict:
 def run(experiment: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> str:
     """Trains the cells not finished yet, then writes the report; returns its Markdown table."""
     planned = cells(experiment)
+    check_test_splits(planned)
     done = finished(workdir, planned)
     pending = [cell for cell in planned if cell.id not in done]
     writer = JsonlWriter(os.path.join(workdir, RESULTS))
@@ -269,6 +270,24 @@ def with_stage_data(cell: Cell, workdir: str, *, progress: bool = True):
     return config
 
 
+def check_test_splits(planned: list[Cell]) -> None:
+    """Raises ValueError up front when a cell would have no test split to evaluate on."""
+    for cell in planned:
+        if anonymized.enabled(cell.stage):
+            anonymized.check_test_split(cell.stage)
+            continue
+        data = cell.config.data
+        name = data.test_name or data.name
+        if name != "synthetic":  # the synthetic data is written with both splits
+            folder = loop.dataset_folder(data, name)
+            splits = sorted(tfds.builder_from_directory(folder).info.splits)
+            if "test" not in splits:
+                raise ValueError(
+                    f"cell {cell.id}: dataset {folder} has no 'test' split (it has "
+                    f"{', '.join(splits)}); set data.test_name to a dataset with one"
+                )
+
+
 def dataset_size(cell: Cell, workdir: str) -> tuple[int, bool]:
     """(training examples of the cell, whether exact), read without loading or writing data."""
     if anonymized.enabled(cell.stage):
@@ -287,6 +306,7 @@ def dataset_size(cell: Cell, workdir: str) -> tuple[int, bool]:
 def describe(experiment: ml_collections.ConfigDict, workdir: str) -> str:
     """The planned cells as a Markdown table: dataset size, q, steps, σ, ε and status."""
     planned = cells(experiment)
+    check_test_splits(planned)
     done = finished(workdir, planned)
     stage = experiment.anonymize
     lines = [f"{experiment.name}: {len(planned)} cells, {len(done)} done, in {workdir}"]

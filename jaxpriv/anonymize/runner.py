@@ -1,0 +1,295 @@
+"""Anonymization runs over a dataset: shards, worker processes, resume, the summary.
+
+A run over images (`readers.Sample`) or videos (`readers.Video`) writes into ``out_dir``:
+
+* ``images/<key>``: the drop-in copy (`pipeline.process_sample`, `pipeline.process_video`);
+* ``.shards/shard-NNNNN.npz``: per-shard records and per-input reports, written to a temporary
+  name and renamed when complete. A rerun skips finished shards (resume after an interrupt) and
+  refuses an ``out_dir`` started with other options or inputs, saying what differs;
+* ``tfds/``: the TFDS dataset (ArrayRecord) built from the shards once all are done. TFDS writes
+  into an ``incomplete.*`` folder and renames it, so an unfinished dataset is never listed;
+* ``inputs.jsonl``: one line per input — ``key``, ``status`` (``anonymized``, ``kept``: the
+  detector found no one and ``if_none="keep"`` wrote it unchanged, or ``skipped``), the
+  ``source`` of its regions (``annotations`` or ``detector``), ``regions`` found (persons
+  annotated, faces detected, or face tracks of a video), the detector's ``confidence`` (its
+  scores; a video's lowest and highest), the quarter ``turns`` at which faces were found, a
+  video's ``frames`` and ``frames_with_regions``, and for skipped inputs the ``error``;
+* ``summary.json`` (written last): record counts, the ``skipped`` inputs with their reasons,
+  the inputs where ``nothing_found``, the ``ignored_files`` of the input folder (not images or
+  videos), and the options.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import tqdm
+
+from jaxpriv.anonymize import detect, pipeline, readers
+from jaxpriv.anonymize.settings import ON_ERROR
+from jaxpriv.anonymize.tfds_writer import write_tfds
+from jaxpriv.data import schema
+
+Unit = readers.Sample | readers.Video  # what a shard holds: images, or whole videos
+RECORD_ERRORS = (ValueError, OSError)  # corrupt images, bad annotations, unreadable files
+_WORKER: dict = {}
+
+
+def _init_worker(options: pipeline.Options, out_dir: Path, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(options=options, out_dir=out_dir, detector=None, models=pipeline.Models(options))
+
+
+def _detect_faces(image: np.ndarray) -> list[detect.Detection]:
+    """The worker's face detector, built on first use (most annotated runs never need it)."""
+    if _WORKER["detector"] is None:
+        _WORKER["detector"] = detect.make_detector(_WORKER["options"].detector)
+    return _WORKER["detector"](image)
+
+
+def shard_path(out_dir: Path, index: int) -> Path:
+    return out_dir / ".shards" / f"shard-{index:05d}.npz"
+
+
+def _process(unit: Unit, on_error: str) -> tuple[list[dict], dict]:
+    """(records, report) of one input; errors become a ``skipped`` report unless they must
+    stop the run (``on_error="fail"``, or no one found with ``if_none="fail"``)."""
+    options = _WORKER["options"]
+    process = pipeline.process_video if isinstance(unit, readers.Video) else pipeline.process_sample
+    try:
+        records, found = process(
+            unit, options, _detect_faces, _WORKER["out_dir"], _WORKER["models"]
+        )
+    except pipeline.NothingFoundError as error:
+        if options.if_none == "fail":
+            raise
+        return [], {
+            "key": unit.key,
+            "status": "skipped",
+            "nothing_found": True,
+            "error": str(error),
+        }
+    except RECORD_ERRORS as error:
+        if on_error == "fail":
+            raise type(error)(f"{unit.key}: {error}") from error
+        return [], {
+            "key": unit.key,
+            "status": "skipped",
+            "error": f"{type(error).__name__}: {error}",
+        }
+    nothing = found["source"] == "detector" and not found["regions"]
+    status = "kept" if nothing else "anonymized"
+    return records, {"key": unit.key, "status": status, "nothing_found": nothing, **found}
+
+
+def _run_shard(job: tuple[int, list[Unit], str]) -> int:
+    """Processes one shard and writes it atomically; returns its index."""
+    index, units, on_error = job
+    records, reports = [], []
+    for unit in units:
+        unit_records, report = _process(unit, on_error)
+        records += unit_records
+        reports.append(report)
+    path = shard_path(_WORKER["out_dir"], index)
+    temporary = path.with_name(f".{path.name}.partial")
+    stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
+    with open(temporary, "wb") as f:
+        np.savez(f, inputs=json.dumps(reports), **stacked)
+    os.replace(temporary, path)
+    return index
+
+
+def _describe_difference(earlier: dict, run: dict, finished: bool) -> str:
+    """What differs between an earlier run's claim and this one's, in words."""
+    changes = [
+        f"{name}: {earlier['options'].get(name)!r} then, {value!r} now"
+        for name, value in run["options"].items()
+        if earlier["options"].get(name) != value
+    ]
+    old, new = set(earlier["inputs"]), set(run["inputs"])
+    for word, keys in (("added", sorted(new - old)), ("removed", sorted(old - new))):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            changes.append(f"inputs {word}: {shown}")
+    state = "finished" if finished else "unfinished"
+    return f"it holds a {state} run with other settings ({'; '.join(changes)})"
+
+
+def _claim(out_dir: Path, options: pipeline.Options, keys: Sequence[str]) -> None:
+    """Records the run's options and inputs in ``out_dir``; refuses a different earlier run."""
+    run = {"options": dataclasses.asdict(options), "inputs": list(keys)}
+    path = out_dir / ".shards" / "run.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        if earlier != run:
+            finished = (out_dir / "summary.json").exists()
+            raise ValueError(
+                f"{out_dir}: {_describe_difference(earlier, run, finished)}; use another output "
+                "folder or delete it"
+            )
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run, indent=1))
+
+
+def check_region_source(units: Sequence[Unit], options: pipeline.Options) -> None:
+    """Refuses body anonymization of inputs without person annotations (nothing would be hidden)."""
+    unannotated = [u.key for u in units if isinstance(u, readers.Video) and u.persons is None]
+    unannotated += [u.key for u in units if isinstance(u, readers.Sample) and not u.persons]
+    if options.region == "body" and len(unannotated) == len(units):
+        raise ValueError(
+            "--region body needs person annotations (coco, cityscapes, synthetic), but none of "
+            f"the {len(units)} inputs has any; for plain folders of images or videos use "
+            "--region face (the face detector)"
+        )
+
+
+def check_out_dir(out_dir: Path, input_root: str | os.PathLike | None) -> None:
+    """Refuses an output folder inside the input folder (later runs would read it as input)."""
+    if input_root is not None and out_dir.resolve().is_relative_to(Path(input_root).resolve()):
+        raise ValueError(
+            f"--out {out_dir} lies inside --input {input_root}: a later run would read the "
+            "anonymized copy as input; choose an output folder outside it"
+        )
+
+
+def count_test_split(keys: Sequence[str], test_fraction: float) -> int:
+    """How many of ``keys`` fall in the test split (by hash, see `pipeline.split_of`)."""
+    return sum(pipeline.split_of(key, test_fraction) == "test" for key in keys)
+
+
+def run(
+    units: Sequence[Unit],
+    out_dir: str | os.PathLike,
+    options: pipeline.Options | None = None,
+    *,
+    workers: int = 2,
+    shard_size: int | None = None,
+    on_error: str = "skip",
+    progress: bool = True,
+    input_root: str | os.PathLike | None = None,
+    ignored: Sequence[str] = (),
+) -> dict:
+    """Anonymizes images or videos into ``out_dir`` (see the module docstring); returns the
+    summary. ``shard_size``: inputs per shard (default 64 images or 1 video). ``input_root``:
+    the input folder, which must not contain ``out_dir``; ``ignored``: its files that were not
+    read (listed in the summary). ``options``: default `Options()`."""
+    options = options or pipeline.Options()
+    options.check()
+    if options.detector == "auto":  # record the backend, so a resume cannot switch it
+        options = dataclasses.replace(options, detector=detect.auto_backend())
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if shard_size is not None and shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+    if not units:
+        raise ValueError("nothing to anonymize: no input images or videos")
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, input_root)
+    check_region_source(units, options)
+    units = sorted(units, key=lambda unit: unit.key)
+    keys = [unit.key for unit in units]
+    if options.test_fraction > 0 and not count_test_split(keys, options.test_fraction):
+        tqdm.tqdm.write(
+            f"warning: none of the {len(keys)} inputs falls in the test split (test_fraction "
+            f"{options.test_fraction}, by key hash): the dataset will have a train split only"
+        )
+    if shard_size is None:
+        shard_size = 1 if isinstance(units[0], readers.Video) else 64
+    _claim(out_dir, options, keys)
+    shards = [units[i : i + shard_size] for i in range(0, len(units), shard_size)]
+    todo = [i for i in range(len(shards)) if not shard_path(out_dir, i).exists()]
+    jobs = [(i, shards[i], on_error) for i in todo]
+    done = len(units) - sum(len(shards[i]) for i in todo)
+    unit_name = "video" if isinstance(units[0], readers.Video) else "img"
+    with tqdm.tqdm(
+        total=len(units), initial=done, unit=unit_name, desc="anonymize", disable=not progress
+    ) as bar:
+        for index in _run_shards(jobs, workers, options, out_dir):
+            bar.update(len(shards[index]))
+    return _finish(out_dir, options, len(shards), list(ignored))
+
+
+def _run_shards(
+    jobs: list, workers: int, options: pipeline.Options, out_dir: Path
+) -> Iterator[int]:
+    """Runs the jobs on ``workers`` processes, this one included, yielding finished shards.
+
+    This process works too (it has its imports already, while spawned workers need seconds to
+    import torch) and keeps each of the ``workers - 1`` others fed with up to two jobs.
+    """
+    threads = torch.get_num_threads()
+    _init_worker(options, out_dir, 1 if workers > 1 else threads)
+    _WORKER["models"].prepare()
+    pending = collections.deque(jobs)
+    try:
+        if workers == 1 or len(jobs) == 1:
+            while pending:
+                yield _run_shard(pending.popleft())
+            return
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(workers - 1, _init_worker, (options, out_dir, 1)) as pool:
+            running: collections.deque = collections.deque()
+            while pending or running:
+                while pending and len(running) < 2 * (workers - 1):
+                    running.append(pool.apply_async(_run_shard, (pending.popleft(),)))
+                if pending:
+                    yield _run_shard(pending.popleft())
+                else:
+                    running[0].wait()
+                while running and running[0].ready():
+                    yield running.popleft().get()  # re-raises a worker's error
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _finish(out_dir: Path, options: pipeline.Options, num_shards: int, ignored: list) -> dict:
+    reports, counts, labels, pixels, shape = [], {"train": 0, "test": 0}, set(), None, None
+    for index in range(num_shards):
+        with np.load(shard_path(out_dir, index)) as shard:
+            reports += json.loads(str(shard["inputs"]))
+            if "key" not in shard.files:  # every input of the shard was skipped
+                continue
+            pixels = schema.VIDEO if schema.VIDEO in shard.files else schema.IMAGE
+            shape = shard[pixels].shape[1:]
+            labels.update(shard["label"].tolist())
+            for split in counts:
+                counts[split] += int(np.sum(shard["split"] == split))
+    skipped = [{"key": r["key"], "error": r["error"]} for r in reports if r["status"] == "skipped"]
+    if not counts["train"]:
+        raise ValueError(
+            f"nothing could be anonymized into a train split ({len(skipped)} inputs "
+            f"skipped, see {out_dir / '.shards'}); check the input and --on-error"
+        )
+    splits = tuple(split for split, count in counts.items() if count)
+    dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), num_shards, splits)
+    _write_atomically(out_dir / "inputs.jsonl", "".join(json.dumps(r) + "\n" for r in reports))
+    statuses = collections.Counter(r["status"] for r in reports)
+    summary = {
+        "records": counts,
+        "inputs": {status: statuses[status] for status in ("anonymized", "kept", "skipped")},
+        "skipped": skipped,
+        "nothing_found": [r["key"] for r in reports if r.get("nothing_found")],
+        "ignored_files": ignored,
+        "dataset": str(dataset_dir),
+        "images": str(out_dir / "images"),
+        "options": dataclasses.asdict(options),
+    }
+    _write_atomically(out_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
