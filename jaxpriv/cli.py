@@ -34,6 +34,7 @@ def _train(args, overrides):
                 "slice, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID."
             ) from error
     config = config_lib.load_config(args.config, overrides)
+    loop.check_generation_keys(config.data)
     workdir = args.workdir or os.path.join("runs", config.name)
     lead = jax.process_index() == 0
     if lead:
@@ -65,15 +66,23 @@ def _account(args, overrides):
     )
     for name in accountants:
         if args.epsilon is not None:
-            sigma = accounting.calibrate_noise_multiplier(
-                target_epsilon=args.epsilon, accountant=name, **options
+            found = accounting.calibrate(target_epsilon=args.epsilon, accountant=name, **options)
+            print(
+                f"{name}: σ={found.noise_multiplier:.4f} spends ε={_number(found.epsilon)} "
+                f"(target ε={args.epsilon:g})"
             )
-            print(f"{name}: σ={sigma:.4f} reaches ε={args.epsilon:g}")
         else:
-            eps = accounting.epsilon(
+            found = accounting.account(
                 noise_multiplier=args.noise_multiplier, accountant=name, **options
             )
-            print(f"{name}: ε={eps:.4f} with σ={args.noise_multiplier:g}")
+            print(f"{name}: ε={_number(found.epsilon)} with σ={args.noise_multiplier:g}")
+        if found.note:
+            print(f"  note: {found.note}")
+
+
+def _number(value: float) -> str:
+    """Four decimals, or four significant digits for huge values."""
+    return f"{value:.4f}" if value < 1e6 else f"{value:.4g}"
 
 
 def _demo(args, overrides):
@@ -262,6 +271,17 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to every option whose help does not name its default already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        silent = action.default in (None, False, argparse.SUPPRESS) or action.required
+        if silent or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxpriv",
@@ -272,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
+        formatter_class=DefaultsHelpFormatter,
         help="train one config (non-private, DP-SGD or MaskDP)",
         description="Train a model as a config file says. Writes metrics (test accuracy and ε "
         "spent per epoch) as JSON lines to WORKDIR/metrics.jsonl and prints a summary. "
@@ -299,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     account = commands.add_parser(
         "account",
+        formatter_class=DefaultsHelpFormatter,
         help="ε of a DP schedule, or σ for a target ε",
         description="Privacy accounting with dp-accounting (RDP and PLD). Give σ to get ε, or a "
         "target ε to get the smallest σ that reaches it.",
@@ -341,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     anonymize = commands.add_parser(
         "anonymize",
+        formatter_class=DefaultsHelpFormatter,
         help="find people, anonymize them, write a drop-in copy and a TFDS dataset",
         description="Reads a dataset (COCO json + images, Cityscapes gtFine, a folder of images "
         "or of videos), anonymizes the faces or full bodies of the people in it, and "
@@ -390,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
+        formatter_class=DefaultsHelpFormatter,
         help="non-private vs DP-SGD vs MaskDP on the embedded synthetic videos",
         description="Generates the embedded synthetic action clips (nothing is downloaded), "
         "trains a video ViT non-privately, with DP-SGD and with MaskDP at the same "
@@ -405,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     experiment = commands.add_parser(
         "experiment",
+        formatter_class=DefaultsHelpFormatter,
         help="a sweep over a grid of training configs, with a table and plots",
         description="Trains one run per cell of the grid in an experiment config file (see "
         "configs/experiments/) in WORKDIR/cells/<cell>/, appends each result to "
@@ -430,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare",
+        formatter_class=DefaultsHelpFormatter,
         help="jaxpriv vs PyTorch and Opacus: gradients, ε, step time, trained accuracy",
         description="Checks jaxpriv against PyTorch and Opacus (install with "
         "`bash launch/setup.sh compare`). gradients: PyTorch twins of the ViT, video ViT and "
@@ -464,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export",
+        formatter_class=DefaultsHelpFormatter,
         help="write a trained run's parameters and public summary for release",
         description="Writes OUT/params.npz (the parameters of WORKDIR's latest checkpoint, "
         "loadable with --config.model.init_from) and OUT/summary.json (mode, ε, δ, σ, steps, "
@@ -476,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser(
         "audit",
+        formatter_class=DefaultsHelpFormatter,
         help="empirical privacy audit: a lower bound on ε from canaries, in one run each",
         description="Audits DP-SGD and MaskDP empirically with one-run auditing (Steinke, Nasr "
         "and Jagielski 2023). Each audit trains a small ViT with jaxpriv's own train step on "

@@ -31,6 +31,19 @@ def test_account_calibrates_sigma_for_a_target(capsys):
     assert "pld: σ=1.17" in out  # the σ of the demo's DP runs
 
 
+def test_account_at_tiny_sigma_says_which_accountant_answered(capsys):
+    code, out, err = run(capsys, "account", "-q", "0.01", "--steps", "100", "--sigma", "1e-6")
+    assert code == 0 and err == ""
+    assert "pld: ε=5.5e+13 with σ=1e-06\n  note: ε is the RDP accountant's" in out
+
+
+def test_account_for_a_huge_target_reports_the_epsilon_really_spent(capsys):
+    argv = ["account", "-q", "0.01", "--steps", "100", "--epsilon", "1e9", "--accountant", "pld"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "pld: σ=0.1250 spends ε=219.5554 (target ε=1e+09)\n  note: σ=0.125 is the search" in out
+
+
 def test_unreachable_target_is_an_error_not_a_traceback(capsys):
     code, _, err = run(
         capsys, "account", "-q", "0.5", "--steps", "1000", "--epsilon", "1e-6", "--delta", "1e-12"

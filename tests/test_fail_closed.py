@@ -295,3 +295,32 @@ def test_a_dataset_without_a_test_split_is_refused_by_name(folder):
     message = f"dataset {summary['dataset']} has no 'test' split (it has train); for a test split"
     with pytest.raises(ValueError, match=re.escape(message)):
         data_pipeline.load_source(summary["dataset"], "test")
+
+
+def test_training_settings_that_would_be_ignored_or_meaningless_are_refused(tmp_path):
+    from jaxpriv import config as config_lib
+    from jaxpriv.train import loop
+
+    config = config_lib.default_config()
+    config.train.epochs = 0.0
+    with pytest.raises(ValueError, match="^train.epochs must be positive, got 0.0$"):
+        loop.plan_run(config, 1000)
+    config = config_lib.default_config()
+    config.dp.mode, config.dp.delta, config.train.batch_size = "dpsgd", 1e-2, 100
+    with pytest.warns(loop.DeltaWarning, match=r"dp.delta=0.01 is not below 1/N = 0.001"):
+        loop.plan_run(config, 1000)
+    config = config_lib.default_config()
+    config.data.name, config.data.num_train = str(tmp_path), 100
+    with pytest.raises(ValueError, match=r"^data.num_train only configure the generated"):
+        loop.check_generation_keys(config.data)
+
+
+def test_training_at_a_tiny_sigma_is_refused_at_once_not_after_petabytes():
+    from jaxpriv import config as config_lib
+    from jaxpriv.dp import accounting
+    from jaxpriv.train import loop
+
+    config = config_lib.default_config()
+    config.dp.mode, config.dp.noise_multiplier = "dpsgd", 1e-6
+    with pytest.raises(accounting.UnreachableBudgetError, match="a single step with σ=1e-06"):
+        loop.plan_run(config, 4096)

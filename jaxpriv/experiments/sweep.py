@@ -271,12 +271,14 @@ def with_stage_data(cell: Cell, workdir: str, *, progress: bool = True):
 
 
 def check_test_splits(planned: list[Cell]) -> None:
-    """Raises ValueError up front when a cell would have no test split to evaluate on."""
+    """Raises ValueError up front when a cell would have no test split to evaluate on, or
+    configures the generation of a prepared dataset."""
     for cell in planned:
         if anonymized.enabled(cell.stage):
             anonymized.check_test_split(cell.stage)
             continue
         data = cell.config.data
+        loop.check_generation_keys(data)
         name = data.test_name or data.name
         if name != "synthetic":  # the synthetic data is written with both splits
             folder = loop.dataset_folder(data, name)

@@ -8,6 +8,7 @@ import math
 import os
 import secrets
 import time
+import warnings
 
 import flax.linen as nn
 import jax
@@ -57,6 +58,10 @@ def accounting_options(dp: ml_collections.ConfigDict, dataset_size: int) -> dict
     )
 
 
+class DeltaWarning(UserWarning):
+    """δ too large for the dataset size to mean anything."""
+
+
 def plan_run(
     config: ml_collections.ConfigDict,
     dataset_size: int,
@@ -75,6 +80,19 @@ def plan_run(
         raise ValueError(
             f"train.batch_size must be in [1, {dataset_size}] (the dataset size), "
             f"got {train.batch_size}"
+        )
+    if not train.epochs > 0:
+        raise ValueError(f"train.epochs must be positive, got {train.epochs}")
+    if dp.mode != "none" and not 0 < dp.delta < 1:
+        raise ValueError(f"dp.delta must be in (0, 1), got {dp.delta}")
+    if dp.mode != "none" and dp.delta >= 1 / dataset_size:
+        warnings.warn(
+            f"dp.delta={dp.delta:g} is not below 1/N = {1 / dataset_size:.3g} (N = "
+            f"{dataset_size}): a mechanism that publishes one random example whole meets "
+            f"(0, δ)-DP at δ = 1/N, so this guarantee is meaningless; use dp.delta ≤ "
+            f"{0.1 / dataset_size:.1g}",
+            DeltaWarning,
+            stacklevel=2,
         )
     if dp.mode != "none" and dp.sampling == "shuffle":
         raise ValueError(
@@ -176,6 +194,23 @@ def load_data(data: ml_collections.ConfigDict):
             f"data {data.name!r} has {classes}; the test labels would mean other classes"
         )
     return train, test, len(classes)
+
+
+SYNTHETIC_ONLY = ("kind", "frames", "num_train", "num_test", "sensitivity", "seed")
+
+
+def check_generation_keys(data: ml_collections.ConfigDict) -> None:
+    """Refuses settings of the synthetic data's generation on a prepared dataset, where they
+    would be silently ignored (its size and masks are what was written)."""
+    if data.name == "synthetic":
+        return
+    defaults = config_lib.default_config().data
+    changed = [key for key in SYNTHETIC_ONLY if data[key] != defaults[key]]
+    if changed:
+        raise ValueError(
+            f"data.{', data.'.join(changed)} only configure the generated synthetic data; "
+            f"data.name={data.name!r} is a prepared dataset, used whole as written"
+        )
 
 
 def dataset_folder(data: ml_collections.ConfigDict, name: str):
