@@ -8,7 +8,7 @@ import math
 import os
 import sys
 
-from jaxpriv.anonymize import settings
+from jaxpriv.anonymize import layouts, settings
 from jaxpriv.audit.spec import AuditSpec
 from jaxpriv.compare import harness
 from jaxpriv.dp import accounting
@@ -149,31 +149,27 @@ def _audit(args, overrides):
 
 def _anonymize(args, overrides):
     _no_overrides(overrides)
-    from jaxpriv.anonymize import readers, runner
+    from jaxpriv.anonymize import runner
     from jaxpriv.data import synthetic
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings.Options)}
     given = {name: value for name, value in given.items() if value is not None}
+    units = layouts.read_input(
+        args.format,
+        args.input,
+        annotations=args.annotations,
+        split=args.split,
+        strict=args.on_error == "fail",
+        num_clips=args.num_clips,
+        frames=args.frames,
+        seed=given.get("seed", 0),
+    )
+    defaults = settings.Options()
     if args.format == "synthetic":
-        if args.input is not None:
-            raise ValueError("--format synthetic generates its clips: it takes no --input")
-        units = readers.read_synthetic(
-            args.num_clips,
-            seed=given.get("seed", 0),
-            frames=args.frames,
-            size=synthetic.DEFAULT_SIZE,
-        )
         defaults = settings.Options(
             size=synthetic.DEFAULT_SIZE, clip_frames=args.frames, frame_stride=1
         )
-    else:
-        strict = args.on_error == "fail"
-        units = read_inputs(args.format, args.input, args.annotations, args.split, strict)
-        defaults = settings.Options()
-    suffixes = {"folder": readers.IMAGE_SUFFIXES, "video": readers.VIDEO_SUFFIXES}
-    ignored = (
-        readers.ignored_files(args.input, suffixes[args.format]) if args.format in suffixes else []
-    )
+    ignored = layouts.ignored_files(args.format, args.input)
     summary = runner.run(
         units,
         args.out,
@@ -205,24 +201,6 @@ def _anonymize(args, overrides):
         print(f"skipped {len(summary['skipped'])} inputs (see {args.out}/summary.json):")
         for item in summary["skipped"][:10]:
             print(f"  {item['key']}: {item['error']}")
-
-
-def read_inputs(kind: str, root: str | None, annotations: str | None, split: str, strict: bool):
-    """The images or videos of an input dataset (see `jaxpriv anonymize --help`); ``strict``:
-    any broken COCO annotation stops here, else only a broken file (the images are skipped)."""
-    from jaxpriv.anonymize import readers
-
-    if root is None:
-        raise ValueError(f"--format {kind} needs --input")
-    if kind == "coco":
-        if not annotations:
-            raise ValueError("--format coco needs --annotations (the COCO json)")
-        return readers.read_coco(annotations, root, strict=strict)
-    if kind == "cityscapes":
-        return readers.read_cityscapes(root, split)
-    if kind == "folder":
-        return readers.read_folder(root)
-    return readers.read_videos(root)
 
 
 def _export(args, overrides):
@@ -374,10 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     anonymize.add_argument(
         "--format",
-        choices=["coco", "cityscapes", "folder", "video", "synthetic"],
+        choices=list(layouts.FORMATS),
         required=True,
-        help="input layout; synthetic: the embedded generated clips, each figure a person "
-        "(no --input)",
+        help="input format: coco, cityscapes, folder (images) or video (video files), whose "
+        "first sub-folder is the label; synthetic: the embedded generated clips, each figure a "
+        "person (no --input); or a dataset layout that checks its tree and labels its inputs "
+        f"({', '.join(layouts.LAYOUTS)}; see jaxpriv/anonymize/layouts.py)",
     )
     anonymize.add_argument(
         "--input",

@@ -1,4 +1,4 @@
-"""Tiny but real fixtures of the dataset layouts of `jaxpriv.experiments.layouts`.
+"""Tiny but real fixtures of the dataset layouts of `jaxpriv.anonymize.layouts`.
 
 `make_layout(name, root)` writes decodable files (48x64 images, 8-frame 32x32 videos) and real
 annotations: COCO JSONs with polygon masks, boxes and 17 keypoints per person (crowds as RLE),

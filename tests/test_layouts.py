@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from layout_fixtures import H, W, make_layout
 
-from jaxpriv.anonymize import pipeline, readers
+from jaxpriv.anonymize import layouts, pipeline, readers
+from jaxpriv.anonymize.layouts import LAYOUTS, LayoutError, read
 from jaxpriv.data import schema
-from jaxpriv.experiments import layouts
-from jaxpriv.experiments.layouts import LAYOUTS, LayoutError, read
 
 EXPECTED = {
     "ucf101": {
@@ -345,3 +344,24 @@ def test_person_count_labels():
         "3+",
     ]
     assert np.array_equal(layouts.PERSON_COUNT_LABELS, ["0", "1", "2", "3+"])
+
+
+def test_one_registry_of_input_formats_for_the_cli_and_the_experiments(fixtures, tmp_path):
+    from jaxpriv import cli
+
+    assert layouts.FORMATS == ("coco", "cityscapes", "folder", "video", "synthetic", *LAYOUTS)
+    (action,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
+    (format_flag,) = [a for a in action.choices["anonymize"]._actions if a.dest == "format"]
+    assert format_flag.choices == list(layouts.FORMATS)
+    units = layouts.read_input("ucf101", fixtures["ucf101"])
+    assert [u.key for u in units] == [u.key for u in read("ucf101", fixtures["ucf101"])]
+    with pytest.raises(ValueError, match="^input format folder needs an input folder"):
+        layouts.read_input("folder", None)
+    with pytest.raises(
+        ValueError, match="^unknown input format 'imagenet': known formats are coco"
+    ):
+        layouts.read_input("imagenet", tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"")
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    assert layouts.ignored_files("folder", tmp_path) == ["a/notes.txt"]

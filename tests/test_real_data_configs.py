@@ -7,8 +7,7 @@ import pytest
 from layout_fixtures import make_layout
 
 from jaxpriv import cli
-from jaxpriv.anonymize import pipeline
-from jaxpriv.experiments import layouts, studies, sweep
+from jaxpriv.anonymize import layouts, pipeline, studies, sweep
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "experiments")
 VIDEO = ["ucf101", "ntu60", "toyota_smarthome"]

@@ -2,7 +2,7 @@
 on the original test split.
 
 Not run in CI (needs the dataset). Layout under ROOT: `annotations/person_keypoints_train2017.json`
-and `train2017/*.jpg` (the full tree: `jaxpriv/experiments/layouts.py`, or the error of --dry-run
+and `train2017/*.jpg` (the full tree: `jaxpriv/anonymize/layouts.py`, or the error of --dry-run
 on a wrong folder). Faces come from the face keypoints, bodies from the instance masks. What trains
 on what: `studies.real_image_study`. Start from local pretrained weights with
 `--config.base.model.init_from=PATH`.

@@ -1,7 +1,7 @@
 """Study 2 on Toyota Smarthome: real vs anonymized video; non-private, DP-SGD, MaskDP × ε.
 
 Not run in CI (needs the dataset). Layout under ROOT: `mp4/<Activity>_pNN_rNN_vNN_cNN.mp4` (the
-full tree: `jaxpriv/experiments/layouts.py`, or the error of --dry-run on a wrong folder). What
+full tree: `jaxpriv/anonymize/layouts.py`, or the error of --dry-run on a wrong folder). What
 trains on what: `studies.real_video_study`. Start from local pretrained weights with
 `--config.base.model.init_from=PATH`.
 

@@ -1,7 +1,8 @@
 """The anonymization stage of a sweep: cells that train on anonymized copies of one dataset.
 
-With ``anonymize.layout`` set (``"synthetic"``, the embedded clips, or a real-data layout of
-``layouts.LAYOUTS`` under ``anonymize.root``), every distinct anonymization that the grid asks
+With ``anonymize.layout`` set (an input format of ``layouts.FORMATS``, the same as ``jaxpriv
+anonymize --format``: ``"synthetic"``, the embedded clips, or a dataset layout or a folder
+under ``anonymize.root``), every distinct anonymization that the grid asks
 for (``anonymize.method``, ``anonymize.region``, … are grid keys like the train-config keys) is
 made once by the anonymization pipeline, in ``WORKDIR/data/<its grid values>``, and the cells
 using it train on it. The reference copy, ``WORKDIR/data/original``, runs the same pipeline with
@@ -19,9 +20,7 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxpriv.anonymize import detect, pipeline, readers, runner
-from jaxpriv.data import synthetic
-from jaxpriv.experiments import layouts
+from jaxpriv.anonymize import detect, layouts, pipeline, readers, runner
 
 ORIGINAL = "original"
 TEST_SPLITS = ("original", "anonymized")
@@ -33,7 +32,7 @@ KEEP_ONLY = ("anonymize.method", "none", tuple(f"anonymize.{key}" for key in REG
 def stage_config() -> ml_collections.ConfigDict:
     """The ``anonymize`` section of an experiment: input, then the pipeline's options."""
     c = ml_collections.ConfigDict()
-    c.layout = ""  # "": no stage (cells train on base.data); "synthetic" or a layouts.LAYOUTS name
+    c.layout = ""  # "": no stage (cells train on base.data); an input format (layouts.FORMATS)
     c.root = ""  # the dataset's root folder (real-data layouts)
     c.num_clips = 512  # synthetic: clips to generate
     c.frames = 4  # synthetic: frames per clip
@@ -66,11 +65,8 @@ def original(stage: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 @functools.lru_cache(maxsize=4)
 def _units(layout: str, root: str, num_clips: int, frames: int, seed: int) -> tuple:
-    if layout == "synthetic":
-        return tuple(
-            readers.read_synthetic(num_clips, seed=seed, frames=frames, size=synthetic.DEFAULT_SIZE)
-        )
-    return tuple(layouts.read(layout, os.path.expanduser(root)))
+    root = os.path.expanduser(root) if root else None
+    return tuple(layouts.read_input(layout, root, num_clips=num_clips, frames=frames, seed=seed))
 
 
 def units(stage: ml_collections.ConfigDict) -> tuple:
@@ -147,9 +143,11 @@ def describe_input(stage: ml_collections.ConfigDict) -> str:
     inputs, train = units(stage), train_units(stage)
     if stage.layout == "synthetic":
         source = f"the embedded synthetic clips ({stage.num_clips} of {stage.frames} frames)"
+    elif stage.layout in layouts.LAYOUTS:
+        task = layouts.LAYOUTS[stage.layout].task
+        source = f"{stage.layout} at {stage.root} ({task})"
     else:
-        layout = layouts.LAYOUTS[stage.layout]
-        source = f"{stage.layout} at {stage.root} ({layout.task})"
+        source = f"{stage.layout} at {stage.root}"
     return (
         f"anonymization stage: {source}: {len(train)} train and {len(inputs) - len(train)} "
         f"test inputs; tested on the {stage.test_on} test split"

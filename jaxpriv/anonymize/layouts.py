@@ -1,4 +1,13 @@
-"""Real datasets' expected folder layouts, checked and read into labelled units.
+"""The inputs of the anonymization stage: one registry (`FORMATS`, read by `read_input`) for
+``jaxpriv anonymize --format`` and an experiment's ``anonymize.layout``.
+
+Generic formats read any dataset of their kind: ``coco`` (a COCO JSON and its image folder),
+``cityscapes`` (``gtFine`` instance maps), ``folder`` (images; the first sub-folder is the
+label), ``video`` (video files, likewise) and ``synthetic`` (the embedded generated clips, each
+figure a person). Dataset layouts (`LAYOUTS`) check a known dataset's tree and label its inputs
+for its task.
+
+Real datasets' expected folder layouts, checked and read into labelled units:
 
 `read(name, root)` checks that `root` holds the layout `LAYOUTS[name]` and returns its units
 (`readers.Video`s or `readers.Sample`s) with `label` set. Keys are the files' paths relative to
@@ -20,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jaxpriv.anonymize import readers
+from jaxpriv.data import synthetic
 
 MAX_NAMES_SHOWN = 5  # misnamed files listed in an error
 PERSON_COUNT_LABELS = ("0", "1", "2", "3+")
@@ -281,3 +291,57 @@ ROOT/                                the extracted bdd100k/ folder
         ),
     ]
 }
+
+
+GENERIC_FORMATS = ("coco", "cityscapes", "folder", "video", "synthetic")
+FORMATS = (*GENERIC_FORMATS, *LAYOUTS)
+IGNORED_SUFFIXES = {"folder": readers.IMAGE_SUFFIXES, "video": readers.VIDEO_SUFFIXES}
+
+
+def read_input(
+    name: str,
+    root: str | os.PathLike | None,
+    *,
+    annotations: str | os.PathLike | None = None,
+    split: str = "train",
+    strict: bool = True,
+    num_clips: int = 512,
+    frames: int = 4,
+    seed: int = 0,
+) -> list:
+    """The units of input format ``name`` (one of `FORMATS`) at ``root``.
+
+    ``annotations``: coco's JSON; ``split``: cityscapes' split; ``strict``: any broken COCO
+    annotation raises here, else it skips its image only (`readers.read_coco`); ``num_clips``,
+    ``frames``, ``seed``: the synthetic clips (no ``root``).
+    """
+    if name not in FORMATS:
+        raise ValueError(f"unknown input format {name!r}: known formats are {', '.join(FORMATS)}")
+    if name == "synthetic":
+        if root:
+            raise ValueError("the synthetic format generates its clips: it takes no input folder")
+        return readers.read_synthetic(
+            num_clips, seed=seed, frames=frames, size=synthetic.DEFAULT_SIZE
+        )
+    if not root:
+        raise ValueError(f"input format {name} needs an input folder (--input)")
+    if name in LAYOUTS:
+        return read(name, root)
+    if name == "coco":
+        if not annotations:
+            raise ValueError(
+                "input format coco needs its annotations (--annotations, the COCO json)"
+            )
+        return readers.read_coco(annotations, root, strict=strict)
+    if name == "cityscapes":
+        return readers.read_cityscapes(root, split)
+    if name == "folder":
+        return readers.read_folder(root)
+    return readers.read_videos(root)
+
+
+def ignored_files(name: str, root: str | os.PathLike | None) -> list[str]:
+    """The files under ``root`` that input format ``name`` does not read (folder, video)."""
+    if name not in IGNORED_SUFFIXES or not root:
+        return []
+    return readers.ignored_files(root, IGNORED_SUFFIXES[name])
