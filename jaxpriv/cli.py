@@ -158,7 +158,6 @@ def _anonymize(args, overrides):
         args.format,
         args.input,
         annotations=args.annotations,
-        split=args.split,
         strict=args.on_error == "fail",
         num_clips=args.num_clips,
         frames=args.frames,
@@ -354,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=list(layouts.FORMATS),
         required=True,
-        help="input format: coco, cityscapes, folder (images) or video (video files), whose "
+        help="input format: coco, folder (images) or video (video files), whose "
         "first sub-folder is the label; synthetic: the embedded generated clips, each figure a "
         "person (no --input); or a dataset layout that checks its tree and labels its inputs "
         f"({', '.join(layouts.LAYOUTS)}; see jaxpriv/anonymize/layouts.py)",
@@ -362,11 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     anonymize.add_argument(
         "--input",
         help="image root (coco: the folder the json's file_name values are "
-        "relative to), Cityscapes root, or folder of images/videos; "
-        "the first sub-folder of each file is its class label",
+        "relative to), folder of images/videos (the first sub-folder of each file is its "
+        "class label), or a dataset layout's root",
     )
     anonymize.add_argument("--annotations", help="coco: instances or person_keypoints json")
-    anonymize.add_argument("--split", default="train", help="cityscapes split (default train)")
     anonymize.add_argument("--out", required=True, help="output folder")
     add_options(anonymize, settings.Options)
     anonymize.add_argument(

@@ -669,3 +669,21 @@ def test_ffmpeg_logging_is_restored_and_repeats_are_not_lost(videos):
         with pytest.raises(CorruptImageError, match="File ended prematurely"):
             list(decode_video(videos["cut_clip.mkv"]))
     assert (av.logging.get_level(), av.logging.get_skip_repeated()) == (level, repeats)
+
+
+def test_a_jpeg_that_decodes_only_with_a_libjpeg_warning_is_refused(tmp_path, capfd):
+    import skimage.data
+
+    ok, data = cv2.imencode(".jpg", skimage.data.astronaut())
+    assert ok
+    data = data.tobytes()
+    middle = len(data) // 2
+    path = tmp_path / "restart.jpg"  # a stray restart marker inside the scan
+    path.write_bytes(data[:middle] + b"\xff\xd3" + data[middle:])
+    assert cv2.imread(str(path)) is not None  # cv2 alone decodes it, printing a warning
+    with pytest.raises(CorruptImageError, match="the decoder warned 'Corrupt JPEG data"):
+        load_original(path)
+    capfd.readouterr()
+    (tmp_path / "whole.jpg").write_bytes(data)
+    load_original(tmp_path / "whole.jpg")  # an intact file passes, and nothing is printed
+    assert capfd.readouterr().err == ""

@@ -81,7 +81,6 @@ def test_unreachable_target_is_an_error_not_a_traceback(capsys):
                 "--format",
                 "--input",
                 "--annotations",
-                "--split",
                 "--out",
                 "--region",
                 "--method",

@@ -349,7 +349,8 @@ def test_person_count_labels():
 def test_one_registry_of_input_formats_for_the_cli_and_the_experiments(fixtures, tmp_path):
     from jaxpriv import cli
 
-    assert layouts.FORMATS == ("coco", "cityscapes", "folder", "video", "synthetic", *LAYOUTS)
+    assert layouts.FORMATS == ("coco", "folder", "video", "synthetic", *LAYOUTS)
+    assert len(set(layouts.FORMATS)) == len(layouts.FORMATS)
     (action,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
     (format_flag,) = [a for a in action.choices["anonymize"]._actions if a.dest == "format"]
     assert format_flag.choices == list(layouts.FORMATS)

@@ -7,7 +7,8 @@ import pytest
 from layout_fixtures import make_layout
 
 from jaxpriv import cli
-from jaxpriv.anonymize import layouts, pipeline, studies, sweep
+from jaxpriv.anonymize import layouts, pipeline
+from jaxpriv.experiments import studies, sweep
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "experiments")
 VIDEO = ["ucf101", "ntu60", "toyota_smarthome"]

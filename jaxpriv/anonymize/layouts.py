@@ -2,10 +2,10 @@
 ``jaxpriv anonymize --format`` and an experiment's ``anonymize.layout``.
 
 Generic formats read any dataset of their kind: ``coco`` (a COCO JSON and its image folder),
-``cityscapes`` (``gtFine`` instance maps), ``folder`` (images; the first sub-folder is the
-label), ``video`` (video files, likewise) and ``synthetic`` (the embedded generated clips, each
-figure a person). Dataset layouts (`LAYOUTS`) check a known dataset's tree and label its inputs
-for its task.
+``folder`` (images; the first sub-folder is the label), ``video`` (video files, likewise) and
+``synthetic`` (the embedded generated clips, each figure a person). Dataset layouts (`LAYOUTS`:
+UCF-101, NTU RGB+D 60, Toyota Smarthome, COCO 2017, Cityscapes, BDD100K) check a known
+dataset's tree and label its inputs for its task.
 
 Real datasets' expected folder layouts, checked and read into labelled units:
 
@@ -293,7 +293,7 @@ ROOT/                                the extracted bdd100k/ folder
 }
 
 
-GENERIC_FORMATS = ("coco", "cityscapes", "folder", "video", "synthetic")
+GENERIC_FORMATS = ("coco", "folder", "video", "synthetic")
 FORMATS = (*GENERIC_FORMATS, *LAYOUTS)
 IGNORED_SUFFIXES = {"folder": readers.IMAGE_SUFFIXES, "video": readers.VIDEO_SUFFIXES}
 
@@ -303,7 +303,6 @@ def read_input(
     root: str | os.PathLike | None,
     *,
     annotations: str | os.PathLike | None = None,
-    split: str = "train",
     strict: bool = True,
     num_clips: int = 512,
     frames: int = 4,
@@ -311,7 +310,7 @@ def read_input(
 ) -> list:
     """The units of input format ``name`` (one of `FORMATS`) at ``root``.
 
-    ``annotations``: coco's JSON; ``split``: cityscapes' split; ``strict``: any broken COCO
+    ``annotations``: coco's JSON; ``strict``: any broken COCO
     annotation raises here, else it skips its image only (`readers.read_coco`); ``num_clips``,
     ``frames``, ``seed``: the synthetic clips (no ``root``).
     """
@@ -333,8 +332,6 @@ def read_input(
                 "input format coco needs its annotations (--annotations, the COCO json)"
             )
         return readers.read_coco(annotations, root, strict=strict)
-    if name == "cityscapes":
-        return readers.read_cityscapes(root, split)
     if name == "folder":
         return readers.read_folder(root)
     return readers.read_videos(root)

@@ -19,7 +19,10 @@ import collections
 import contextlib
 import io
 import json
+import os
 import re
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -165,9 +168,9 @@ def load_original(path: str | Path) -> np.ndarray:
     Truncated or corrupt data raises `CorruptImageError` naming the file and the reason: a JPEG
     must hold whole segments and scans up to its EOI marker, a PNG must end in its IEND chunk, a
     WebP must hold the bytes its RIFF header declares, and cv2 must decode the rest. So do
-    animated or multi-page files and other pixel formats (float). A missing file raises
-    FileNotFoundError. Not detected: corrupt JPEG entropy-coded data that libjpeg recovers from
-    with a warning (cv2 and Pillow both drop libjpeg's warnings).
+    animated or multi-page files and other pixel formats (float), and data that libjpeg or libpng
+    decode only with a warning (corrupt data papered over; caught on the process's stderr). A
+    missing file raises FileNotFoundError.
     """
     path = Path(path)
     if not path.is_file():
@@ -244,10 +247,40 @@ def _rgb8(original: np.ndarray) -> np.ndarray:
     return pixels if pixels.shape[2] == 3 else np.ascontiguousarray(pixels[..., :3])
 
 
+_DECODER_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG", "libpng warning", "libpng error")
+
+
+@contextlib.contextmanager
+def _decoder_warnings() -> Iterator[list[str]]:
+    """Collects the warnings that libjpeg and libpng print to the process's stderr (file
+    descriptor 2) inside the context (cv2 drops them; they mean corrupt data that the decoder
+    papered over); any other output is passed on to stderr afterwards."""
+    warned: list[str] = []
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield warned
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+    lines = text.splitlines()
+    warned += [line for line in lines if line.startswith(_DECODER_WARNINGS)]
+    other = [line for line in lines if line not in warned]
+    if other:
+        print("\n".join(other), file=sys.stderr)
+
+
 def _decode_image(data: bytes) -> np.ndarray:
     _check_complete(data)
     kind, orientation = _image_header(data)
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with _decoder_warnings() as warned:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if warned:
+        raise _Undecodable(f"{kind} data is corrupt: the decoder warned {warned[0]!r}")
     if pixels is None:
         raise _Undecodable(f"{kind} data is truncated or corrupt: cv2 cannot decode it")
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.ndim not in (2, 3):
