@@ -135,7 +135,7 @@ def test_dataset_is_stored_as_array_record(videos):
 
 
 def test_config_name_encodes_every_parameter(videos):
-    assert videos.builder_config.name == "video8_train40_test10_seed5_background"
+    assert videos.builder_config.name == "video8_train40_test10_seed5_real"
     assert videos.data_path.parts[-3:] == ("synthetic_actions", videos.builder_config.name, VERSION)
 
 
@@ -166,7 +166,7 @@ def test_failed_build_leaves_no_dataset_and_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds_builder, "generate_split", corrupt_example_7)
     with pytest.raises(ValueError, match="label is -1"):
         tfds_builder.prepare_synthetic(tmp_path, **SIZES)
-    config_dir = tmp_path / "synthetic_actions" / "video8_train40_test10_seed5_background"
+    config_dir = tmp_path / "synthetic_actions" / "video8_train40_test10_seed5_real"
     assert list(config_dir.iterdir()) == []  # neither a version folder nor incomplete.*
 
     monkeypatch.undo()
@@ -176,7 +176,7 @@ def test_failed_build_leaves_no_dataset_and_is_rebuilt(tmp_path, monkeypatch):
 
 
 def test_incomplete_folder_of_a_killed_run_is_not_a_dataset(tmp_path):
-    config_dir = tmp_path / "synthetic_actions" / "video8_train40_test10_seed5_background"
+    config_dir = tmp_path / "synthetic_actions" / "video8_train40_test10_seed5_real"
     stale = config_dir / f"incomplete.AB12CD_{VERSION}"
     stale.mkdir(parents=True)
     (stale / "dataset_info.json").write_text("{}")

@@ -13,11 +13,14 @@ from jaxpriv.experiments import studies, sweep
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "experiments")
 VIDEO = ["ucf101", "ntu60", "toyota_smarthome"]
 IMAGE = ["coco2017", "cityscapes", "bdd100k"]
+# Of the few fixture inputs of each layout, these shares put some in each split (by key hash).
+TEST_FRACTION = {"ucf101": 0.5, "ntu60": 0.3, "toyota_smarthome": 0.3} | dict.fromkeys(IMAGE, 0.3)
 
 
 def dry_run(name, root, workdir, capsys):
     argv = ["experiment", os.path.join(CONFIGS, f"{name}.py"), "--dry-run", "--workdir", workdir]
     argv += [f"--config.anonymize.root={root}", "--config.base.train.batch_size=1"]
+    argv += [f"--config.anonymize.test_fraction={TEST_FRACTION[name]}"]
     code = cli.main(argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -29,7 +32,7 @@ def test_dry_run_checks_the_layout_and_plans_every_cell(name, tmp_path, capsys):
     code, out, err = dry_run(name, root, str(tmp_path / "runs"), capsys)
     assert code == 0, err
     units = layouts.read(name, root)
-    train = [u for u in units if pipeline.split_of(u.key, 0.1) == "train"]
+    train = [u for u in units if pipeline.split_of(u.key, TEST_FRACTION[name]) == "train"]
     task = layouts.LAYOUTS[name].task
     assert (
         f"anonymization stage: {name} at {root} ({task}): {len(train)} train and "
