@@ -289,3 +289,31 @@ def test_audit_writes_its_table_and_fails_when_an_audit_misses(capsys, tmp_path,
     captured = capsys.readouterr()
     assert "FAIL: leak missed" in captured.out
     assert "1 of 2 audits did not find what they should" in captured.err
+
+
+@pytest.mark.parametrize("command", ["train", "account", "anonymize", "demo", "experiment"])
+def test_help_shows_the_default_of_every_option_that_has_one(command):
+    (commands,) = [a for a in cli.build_parser()._actions if a.dest == "command"]
+    parser = commands.choices[command]
+    text = parser.format_help()
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False) and action.dest != "help":
+            help_text = parser._get_formatter()._expand_help(action)
+            assert "default" in help_text, (command, action.option_strings)
+    if command == "anonymize":  # the flags made from the options, defaults of None included
+        assert "--if-none {skip,keep,fail}" in text and "(default: skip)" in text
+
+
+def test_synthetic_input_takes_no_input_folder(capsys, tmp_path):
+    argv = [
+        "anonymize",
+        "--format",
+        "synthetic",
+        "--input",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "the synthetic format generates its clips: it takes no input folder" in err

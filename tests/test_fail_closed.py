@@ -324,3 +324,15 @@ def test_training_at_a_tiny_sigma_is_refused_at_once_not_after_petabytes():
     config.dp.mode, config.dp.noise_multiplier = "dpsgd", 1e-6
     with pytest.raises(accounting.UnreachableBudgetError, match="a single step with σ=1e-06"):
         loop.plan_run(config, 4096)
+
+
+def test_a_run_too_small_for_a_test_split_says_so_up_front(folder, capsys):
+    tmp_path, _ = folder
+    options = pipeline.Options(method="maskout", detector="marked_for_test", test_fraction=0.01)
+    samples = readers.read_folder(tmp_path / "in")
+    summary = runner.run(samples, tmp_path / "out", options, workers=1, progress=False)
+    assert summary["records"]["test"] == 0
+    assert (
+        "warning: none of the 3 inputs falls in the test split (test_fraction 0.01, by key "
+        "hash): the dataset will have a train split only"
+    ) in capsys.readouterr().out
