@@ -423,33 +423,16 @@ def account(
 
 
 @functools.cache
-def epsilon(
-    *,
-    noise_multiplier: float,
-    sampling_rate: float,
-    steps: int,
-    delta: float,
-    accountant: str = "pld",
-    sampling: str = "poisson",
-    dataset_size: int | None = None,
-    neighboring: str = "add_remove",
-) -> float:
-    """``account(...).epsilon``; warns ``AccountingFallbackWarning`` (once per schedule) when
-    ``account`` notes something: a coarsened PLD grid, an RDP answer, or ε = ∞."""
-    result = account(
-        noise_multiplier=noise_multiplier,
-        sampling_rate=sampling_rate,
-        steps=steps,
-        delta=delta,
-        accountant=accountant,
-        sampling=sampling,
-        dataset_size=dataset_size,
-        neighboring=neighboring,
-    )
+def epsilon(**schedule) -> float:
+    """``account(**schedule).epsilon`` (the same keyword arguments); warns
+    ``AccountingFallbackWarning`` (once per schedule) when ``account`` notes something: a
+    coarsened PLD grid, an RDP answer, or ε = ∞."""
+    result = account(**schedule)
     if result.note:
         what = result.note.split(": ", 1)[0]
         warnings.warn(
-            f"σ={noise_multiplier:g}, q={sampling_rate:g}: {what} (accounting.account() has details)",
+            f"σ={schedule['noise_multiplier']:g}, q={schedule['sampling_rate']:g}: {what} "
+            "(accounting.account() has details)",
             AccountingFallbackWarning,
             stacklevel=2,
         )
@@ -546,31 +529,10 @@ def calibrate(
     return found(next((s for s in candidates if low < s < high and within_budget(s)), high))
 
 
-def calibrate_noise_multiplier(
-    *,
-    target_epsilon: float,
-    delta: float,
-    sampling_rate: float,
-    steps: int,
-    accountant: str = "pld",
-    sampling: str = "poisson",
-    dataset_size: int | None = None,
-    neighboring: str = "add_remove",
-    tol: float = 1e-4,
-) -> float:
-    """``calibrate(...).noise_multiplier`` (same arguments and errors); use ``calibrate`` to
-    report the ε that σ really spends."""
-    return calibrate(
-        target_epsilon=target_epsilon,
-        delta=delta,
-        sampling_rate=sampling_rate,
-        steps=steps,
-        accountant=accountant,
-        sampling=sampling,
-        dataset_size=dataset_size,
-        neighboring=neighboring,
-        tol=tol,
-    ).noise_multiplier
+def calibrate_noise_multiplier(**schedule) -> float:
+    """``calibrate(**schedule).noise_multiplier`` (the same keyword arguments and errors); use
+    ``calibrate`` to report the ε that σ really spends."""
+    return calibrate(**schedule).noise_multiplier
 
 
 def max_steps(
