@@ -342,10 +342,11 @@ def test_synthetic_clips_become_a_video_dataset_that_trains(tmp_path, capsys):
     )
 
 
-def test_body_region_without_annotations_is_refused(tmp_path):
+def test_body_region_from_annotations_of_unannotated_inputs_is_refused(tmp_path):
     cv2.imwrite(str(tmp_path / "x.png"), np.zeros((8, 8, 3), np.uint8))
-    options = pipeline.Options(region="body")
-    with pytest.raises(ValueError, match="--region body needs person annotations"):
+    options = pipeline.Options(region="body", people="annotations")
+    message = "--people annotations: 1 of the 1 inputs have no person annotations (x.png)"
+    with pytest.raises(ValueError, match=re.escape(message)):
         runner.run(readers.read_folder(tmp_path), tmp_path / "out", options, progress=False)
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxpriv.anonymize import native_logs
+
 BUNDLE_NAME = "pose_landmarker_full.task"
 SETUP_COMMAND = "bash launch/setup.sh"
 # Name in the bundle (what the landmarker looks for) -> path in the wheel and SHA-256 (the same in
@@ -194,6 +196,22 @@ class FoundPerson:
         return bool(np.median(gap) < 0.1 * size)
 
 
+_RUNTIME_CHATTER = (
+    "INFO: ",
+    "WARNING: [",
+    "WARNING: Logging before InitGoogle",
+    "W0000 ",
+    "I0000 ",
+)
+
+
+def _quiet_runtime():
+    """Drops the start-up and per-call chatter of MediaPipe's native runtime from stderr."""
+    return native_logs.captured_stderr(
+        keep=lambda line: False, drop=lambda line: line.startswith(_RUNTIME_CHATTER)
+    )
+
+
 class PersonModel:
     """MediaPipe's pose landmarker (BlazePose full, CPU, image mode), built once.
 
@@ -215,17 +233,17 @@ class PersonModel:
         from mediapipe.tasks.python.vision import PoseLandmarker, PoseLandmarkerOptions
 
         self.bundle = find_bundle(bundle)
-        self._landmarker = PoseLandmarker.create_from_options(
-            PoseLandmarkerOptions(
-                base_options=BaseOptions(
-                    model_asset_path=str(self.bundle), delegate=BaseOptions.Delegate.CPU
-                ),
-                num_poses=num_poses,
-                min_pose_detection_confidence=detection_confidence,
-                min_pose_presence_confidence=presence_confidence,
-                output_segmentation_masks=True,
-            )
+        options = PoseLandmarkerOptions(
+            base_options=BaseOptions(
+                model_asset_path=str(self.bundle), delegate=BaseOptions.Delegate.CPU
+            ),
+            num_poses=num_poses,
+            min_pose_detection_confidence=detection_confidence,
+            min_pose_presence_confidence=presence_confidence,
+            output_segmentation_masks=True,
         )
+        with _quiet_runtime():
+            self._landmarker = PoseLandmarker.create_from_options(options)
 
     def __call__(self, image: np.ndarray) -> list[FoundPerson]:
         """The people in an RGB uint8 [H, W, 3] image, best first, each once."""
@@ -236,9 +254,9 @@ class PersonModel:
                 f"expected an RGB uint8 [H, W, 3] image, got {image.dtype} {image.shape}"
             )
         height, width = image.shape[:2]
-        result = self._landmarker.detect(
-            mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
-        )
+        pixels = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        with _quiet_runtime():
+            result = self._landmarker.detect(pixels)
         people = []
         for i, (marks, world) in enumerate(zip(result.pose_landmarks, result.pose_world_landmarks)):
             seen = np.array([[m.visibility or 0.0, m.presence or 0.0] for m in marks], np.float32)
@@ -267,8 +285,12 @@ class PersonModel:
         return kept
 
     def close(self) -> None:
-        """Free the landmarker's graph."""
-        self._landmarker.close()
+        """Frees the landmarker's graph (once). Call it (or use ``with``) before the interpreter
+        exits: MediaPipe's own clean-up fails once its threads are gone."""
+        if self._landmarker is not None:
+            with _quiet_runtime():
+                self._landmarker.close()
+            self._landmarker = None
 
     def __enter__(self) -> PersonModel:
         return self

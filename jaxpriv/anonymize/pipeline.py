@@ -56,7 +56,34 @@ def split_of(key: str, test_fraction: float) -> str:
 
 
 class NothingFoundError(ValueError):
-    """The face detector found no one in an input (see ``Options.if_none``)."""
+    """The face detector or the person model found no one in an input (``Options.if_none``)."""
+
+
+FOUND_BY_MODELS = ("detector", "person model")  # sources of regions that may miss someone
+
+
+def uses_person_model(options: Options, annotated: bool) -> bool:
+    """Whether the people of an input come from the person model: body regions of inputs
+    without annotations (``people="auto"``), or of every input (``people="model"``)."""
+    if options.region != "body":
+        return False
+    return options.people == "model" or (options.people == "auto" and not annotated)
+
+
+def model_people(image: np.ndarray, people) -> tuple[list[readers.Person], dict]:
+    """(the people that ``people`` (a `person_model.PersonModel`) finds in ``image``, as
+    persons with mask, box and COCO keypoints — visible where MediaPipe's visibility is at
+    least 0.5 —, what was found)."""
+    found = people(image)
+    persons = []
+    for person in found:
+        keypoints = person.keypoints.copy()
+        keypoints[:, 2] = np.where(keypoints[:, 2] >= 0.5, 2.0, 0.0)
+        box = tuple(float(v) for v in person.box)
+        persons.append(readers.Person(box, person.mask, keypoints))
+    report = {"source": "person model", "regions": len(found)}
+    report["confidence"] = [round(float(person.score), 4) for person in found]
+    return persons, report
 
 
 def find_region(
@@ -86,14 +113,15 @@ def find_faces(image: np.ndarray, options: Options, detector) -> tuple[list, int
 
 
 def check_found(key: str, found: dict, options: Options) -> None:
-    """Raises `NothingFoundError` for an input where the detector found no one, unless
-    ``if_none`` is "keep" (then it is written unchanged, and listed)."""
-    if found["source"] == "detector" and not found["regions"] and options.if_none != "keep":
-        turned = " upright or turned" if options.search_rotations else ""
-        raise NothingFoundError(
-            f"{key}: the {options.detector} face detector found no face{turned}; "
-            "--if-none keep would write it unchanged"
-        )
+    """Raises `NothingFoundError` for an input where the face detector or the person model
+    found no one, unless ``if_none`` is "keep" (then it is written unchanged, and listed)."""
+    if found["source"] in FOUND_BY_MODELS and not found["regions"] and options.if_none != "keep":
+        if found["source"] == "person model":
+            what = "the person model found no one"
+        else:
+            turned = " upright or turned" if options.search_rotations else ""
+            what = f"the {options.detector} face detector found no face{turned}"
+        raise NothingFoundError(f"{key}: {what}; --if-none keep would write it unchanged")
 
 
 def fit_annotations(
@@ -246,15 +274,25 @@ def record_masks(region: np.ndarray, public: np.ndarray, options: Options) -> di
 
 
 def process_sample(
-    sample: readers.Sample, options: Options, detector, out_dir: Path, models: Models | None = None
+    sample: readers.Sample,
+    options: Options,
+    detector,
+    out_dir: Path,
+    models: Models | None = None,
+    people=None,
 ) -> tuple[list, dict]:
     """Anonymizes one image and writes its drop-in file — the original file's pixel format
     (depth, grey, alpha) with only the anonymized pixels replaced: (its TFDS record in a list,
-    what was found). Nothing is written for an input that raises."""
+    what was found). ``people``: the person model (`uses_person_model`). Nothing is written for
+    an input that raises."""
     original = readers.load_original(sample.path)
     image = readers.to_rgb8(original)
     persons = fit_annotations(sample, image.shape[:2], options)
-    region, found = find_region(persons, image, options, detector)
+    if uses_person_model(options, sample.annotated):
+        persons, found = model_people(image, people)
+        region, _ = find_region(persons, image, options, detector)
+    else:
+        region, found = find_region(persons, image, options, detector)
     check_found(sample.key, found, options)
     seed = key_seed(options.seed, sample.key)
     anonymized, public = anonymize_image(
@@ -299,33 +337,66 @@ def tracked_faces(
     return faces, found
 
 
+def tracked_people(
+    video: readers.Video, options: Options, people
+) -> tuple[list[list[readers.Person]], dict]:
+    """(per frame, the people the person model finds, tracked — one id per person — and with
+    misses of up to ``max_gap`` frames covered by interpolated boxes; what was found)."""
+    frames, scores = [], []
+    for frame in video.decode():
+        persons, found = model_people(frame, people)
+        frames.append(persons)
+        scores += found["confidence"]
+    tracking.track(frames, max_gap=options.max_gap)
+    frames_with_people = sum(bool(persons) for persons in frames)
+    tracking.fill_gaps(frames, options.max_gap)
+    found = {
+        "source": "person model",
+        "regions": len({p.track_id for persons in frames for p in persons}),
+        "frames": len(frames),
+        "frames_with_regions": frames_with_people,
+        "confidence": [min(scores), max(scores)] if scores else [],
+    }
+    return frames, found
+
+
 def process_video(
-    video: readers.Video, options: Options, detector, out_dir: Path, models: Models | None = None
+    video: readers.Video,
+    options: Options,
+    detector,
+    out_dir: Path,
+    models: Models | None = None,
+    people=None,
 ) -> tuple[list, dict]:
     """Anonymizes a video frame by frame and writes its drop-in copy: (its clip records, what
-    was found). Nothing is written for a video that raises (the copy appears only once every
-    frame decoded and enough of them for a clip).
+    was found). ``people``: the person model (`uses_person_model`). Nothing is written for a
+    video that raises (the copy appears only once every frame decoded and enough of them for a
+    clip).
 
     Avatars are planned for the whole video first (one identity per track, smoothed poses).
     """
     faces = plan = None
-    if video.persons is None:  # two passes: detect and track, then anonymize
+    persons = video.persons
+    if uses_person_model(options, persons is not None):  # two passes: find and track, then
+        persons, found = tracked_people(video, options, people)  # anonymize
+        check_found(video.key, found, options)
+    elif persons is None:
         if options.method == "avatar":
             raise ValueError("no person annotations: an avatar needs the person's mask or box")
         faces, found = tracked_faces(video, options, detector)
         check_found(video.key, found, options)
     else:
-        tracking.track(video.persons)
-        tracks = {p.track_id for frame in video.persons for p in frame}
-        found = {"source": "annotations", "regions": len(tracks), "frames": len(video.persons)}
-        found["frames_with_regions"] = sum(bool(frame) for frame in video.persons)
+        tracking.track(persons)
+        tracks = {p.track_id for frame in persons for p in frame}
+        found = {"source": "annotations", "regions": len(tracks), "frames": len(persons)}
+        found["frames_with_regions"] = sum(bool(frame) for frame in persons)
     kept = {name: [] for name in (schema.VIDEO, "sensitive", "region")}
     with encode.VideoWriter(out_dir / "images" / video.key, video.frame_rate) as writer:
         for index, frame in enumerate(video.decode()):
             if options.method == "avatar" and plan is None:  # all frames' avatars, at once
-                plan = models.avatars.plan_video(video.persons, frame.shape, video.key)
+                plan = models.avatars.plan_video(persons, frame.shape, video.key)
             if faces is None:
-                region, _ = find_region(video.persons[index], frame, options, detector)
+                region, _ = find_region(persons[index], frame, options, detector)
             else:
                 boxes = [detect.Detection(face.box, 1.0) for face in faces[index]]
                 region = detect.detections_to_mask(boxes, frame.shape)
@@ -335,7 +406,7 @@ def process_video(
                 region,
                 options,
                 seed,
-                persons=[] if faces is not None else video.persons[index],
+                persons=[] if faces is not None else persons[index],
                 key=f"{video.key}#{index}",
                 models=models,
                 planned=None if plan is None else plan[index],

@@ -19,10 +19,7 @@ import collections
 import contextlib
 import io
 import json
-import os
 import re
-import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,6 +31,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from jaxpriv.anonymize import native_logs
 from jaxpriv.data import schema, synthetic
 
 Box = tuple[float, float, float, float]
@@ -113,6 +111,7 @@ class Sample:
     label: str | None = None
     declared_shape: tuple[int, int] | None = None
     problems: list[str] = field(default_factory=list)
+    annotated: bool = False  # its persons come from annotations (none annotated: no one there)
 
     @property
     def image(self) -> np.ndarray:
@@ -250,34 +249,15 @@ def _rgb8(original: np.ndarray) -> np.ndarray:
 _DECODER_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG", "libpng warning", "libpng error")
 
 
-@contextlib.contextmanager
-def _decoder_warnings() -> Iterator[list[str]]:
-    """Collects the warnings that libjpeg and libpng print to the process's stderr (file
-    descriptor 2) inside the context (cv2 drops them; they mean corrupt data that the decoder
-    papered over); any other output is passed on to stderr afterwards."""
-    warned: list[str] = []
-    sys.stderr.flush()
-    with tempfile.TemporaryFile() as captured:
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield warned
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            text = captured.read().decode(errors="replace")
-    lines = text.splitlines()
-    warned += [line for line in lines if line.startswith(_DECODER_WARNINGS)]
-    other = [line for line in lines if line not in warned]
-    if other:
-        print("\n".join(other), file=sys.stderr)
+def _is_decoder_warning(line: str) -> bool:
+    """A warning of libjpeg or libpng: corrupt data that the decoder papered over."""
+    return line.startswith(_DECODER_WARNINGS)
 
 
 def _decode_image(data: bytes) -> np.ndarray:
     _check_complete(data)
     kind, orientation = _image_header(data)
-    with _decoder_warnings() as warned:
+    with native_logs.captured_stderr(keep=_is_decoder_warning) as warned:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if warned:
         raise _Undecodable(f"{kind} data is corrupt: the decoder warned {warned[0]!r}")
@@ -614,6 +594,7 @@ def read_coco(
             persons[image_id],
             declared_shape=(h, w),
             problems=of_image[image_id],
+            annotated=True,
         )
         for image_id, (name, h, w) in images.items()
     ]
@@ -685,7 +666,7 @@ def read_cityscapes(root: str | Path, split: str = "train") -> list[Sample]:
         except CorruptImageError as error:
             problems.append(f"{key}: {error}")
         else:
-            samples.append(Sample(key, path.absolute(), persons))
+            samples.append(Sample(key, path.absolute(), persons, annotated=True))
     if problems:
         raise AnnotationError(root / "gtFine" / split, problems)
     return samples

@@ -45,7 +45,8 @@ _WORKER: dict = {}
 
 def _init_worker(options: pipeline.Options, out_dir: Path, threads: int) -> None:
     torch.set_num_threads(threads)
-    _WORKER.update(options=options, out_dir=out_dir, detector=None, models=pipeline.Models(options))
+    models = pipeline.Models(options)
+    _WORKER.update(options=options, out_dir=out_dir, detector=None, people=None, models=models)
 
 
 def _detect_faces(image: np.ndarray) -> list[detect.Detection]:
@@ -53,6 +54,15 @@ def _detect_faces(image: np.ndarray) -> list[detect.Detection]:
     if _WORKER["detector"] is None:
         _WORKER["detector"] = detect.make_detector(_WORKER["options"].detector)
     return _WORKER["detector"](image)
+
+
+def _find_people(image: np.ndarray) -> list:
+    """The worker's person model, built on first use (annotated runs never need it)."""
+    if _WORKER["people"] is None:
+        from jaxpriv.anonymize.person_model import PersonModel
+
+        _WORKER["people"] = PersonModel()
+    return _WORKER["people"](image)
 
 
 def shard_path(out_dir: Path, index: int) -> Path:
@@ -66,7 +76,7 @@ def _process(unit: Unit, on_error: str) -> tuple[list[dict], dict]:
     process = pipeline.process_video if isinstance(unit, readers.Video) else pipeline.process_sample
     try:
         records, found = process(
-            unit, options, _detect_faces, _WORKER["out_dir"], _WORKER["models"]
+            unit, options, _detect_faces, _WORKER["out_dir"], _WORKER["models"], _find_people
         )
     except pipeline.NothingFoundError as error:
         if options.if_none == "fail":
@@ -85,7 +95,7 @@ def _process(unit: Unit, on_error: str) -> tuple[list[dict], dict]:
             "status": "skipped",
             "error": f"{type(error).__name__}: {error}",
         }
-    nothing = found["source"] == "detector" and not found["regions"]
+    nothing = found["source"] in pipeline.FOUND_BY_MODELS and not found["regions"]
     status = "kept" if nothing else "anonymized"
     return records, {"key": unit.key, "status": status, "nothing_found": nothing, **found}
 
@@ -141,14 +151,16 @@ def _claim(out_dir: Path, options: pipeline.Options, keys: Sequence[str]) -> Non
 
 
 def check_region_source(units: Sequence[Unit], options: pipeline.Options) -> None:
-    """Refuses body anonymization of inputs without person annotations (nothing would be hidden)."""
+    """Refuses body anonymization from annotations (``people="annotations"``) of inputs that
+    have none (nothing would be hidden)."""
     unannotated = [u.key for u in units if isinstance(u, readers.Video) and u.persons is None]
-    unannotated += [u.key for u in units if isinstance(u, readers.Sample) and not u.persons]
-    if options.region == "body" and len(unannotated) == len(units):
+    unannotated += [u.key for u in units if isinstance(u, readers.Sample) and not u.annotated]
+    if options.region == "body" and options.people == "annotations" and unannotated:
+        shown = ", ".join(unannotated[:5])
         raise ValueError(
-            "--region body needs person annotations (coco, cityscapes, synthetic), but none of "
-            f"the {len(units)} inputs has any; for plain folders of images or videos use "
-            "--region face (the face detector)"
+            f"--people annotations: {len(unannotated)} of the {len(units)} inputs have no "
+            f"person annotations ({shown}); --people auto finds their people with the person "
+            "model"
         )
 
 
@@ -251,6 +263,9 @@ def _run_shards(
                     yield running.popleft().get()  # re-raises a worker's error
     finally:
         torch.set_num_threads(threads)
+        if _WORKER["people"] is not None:  # this process's; spawned workers exit without it
+            _WORKER["people"].close()
+            _WORKER["people"] = None
 
 
 def _write_atomically(path: Path, text: str) -> None:

