@@ -30,9 +30,7 @@ def photo_folder(tmp_path_factory):
     return root, images
 
 
-def test_every_person_of_a_plain_folder_is_masked_out_and_no_one_is_skipped(
-    photo_folder, tmp_path
-):
+def test_every_person_of_a_plain_folder_is_masked_out_and_no_one_is_skipped(photo_folder, tmp_path):
     root, images = photo_folder
     options = pipeline.Options(region="body", method="maskout", size=32, test_fraction=0.0)
     summary = runner.run(readers.read_folder(root), tmp_path / "out", options, workers=1)
@@ -52,3 +50,21 @@ def test_every_person_of_a_plain_folder_is_masked_out_and_no_one_is_skipped(
         if halves == 2:  # and Grace Hopper, right of her
             assert masked[:, outline.shape[1] :].mean() > 0.3
         assert masked[:40, :40].mean() < 0.05  # the top left corner is not a person
+
+
+def test_people_in_a_video_keep_one_track_each(photo_folder, tmp_path):
+    from test_anonymize_pipeline import write_video
+
+    _, images = photo_folder
+    pair = images["people/pair.png"]
+    width = pair.shape[1] - 48  # a camera panning right over the two people
+    frames = [np.ascontiguousarray(pair[:, 6 * i : 6 * i + width]) for i in range(8)]
+    write_video(tmp_path / "in" / "talk" / "pan.mp4", frames)
+    options = pipeline.Options(
+        region="body", method="maskout", size=32, clip_frames=4, frame_stride=1, test_fraction=0
+    )
+    summary = runner.run(readers.read_videos(tmp_path / "in"), tmp_path / "out", options, workers=1)
+    assert summary["records"]["train"] == 2 and summary["nothing_found"] == []
+    (report,) = [json.loads(line) for line in (tmp_path / "out" / "inputs.jsonl").open()]
+    assert (report["source"], report["regions"]) == ("person model", 2)  # two tracks, not more
+    assert (report["frames"], report["frames_with_regions"]) == (8, 8)
