@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from jaxpriv.anonymize import histogram, pipeline, readers, runner, traditional
+from jaxpriv.anonymize import histogram, readers, runner, settings, traditional
 
 GOAL = 100.0  # images/s at 512×512 on the 2-core CPU
 GOAL_METHODS = ("blur", "maskout")
@@ -116,7 +116,7 @@ def photographs(count: int, size: int, generator: torch.Generator) -> torch.Tens
 
 def pipeline_images_per_second(method: str, root: Path, annotations: Path) -> float:
     samples = readers.read_coco(annotations, root)
-    options = pipeline.Options(region="body", method=method, test_fraction=0.0)
+    options = settings.Options(region="body", method=method, test_fraction=0.0)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         runner.run(samples, out, options, workers=2, progress=False)
@@ -126,7 +126,7 @@ def pipeline_images_per_second(method: str, root: Path, annotations: Path) -> fl
 def face_search_cost(root: Path, search: bool) -> tuple[float, list[dict]]:
     """(images/s, per-input reports) of blurring faces found by the default detector."""
     samples = readers.read_folder(root)
-    options = pipeline.Options(method="blur", test_fraction=0.0, search_rotations=search)
+    options = settings.Options(method="blur", test_fraction=0.0, search_rotations=search)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         runner.run(samples, out, options, workers=2, progress=False)

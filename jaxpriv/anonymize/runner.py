@@ -34,7 +34,7 @@ import torch
 import tqdm
 
 from jaxpriv.anonymize import detect, pipeline, readers
-from jaxpriv.anonymize.settings import ON_ERROR
+from jaxpriv.anonymize.settings import ON_ERROR, Options
 from jaxpriv.anonymize.tfds_writer import write_tfds
 from jaxpriv.data import schema
 
@@ -43,7 +43,7 @@ RECORD_ERRORS = (ValueError, OSError)  # corrupt images, bad annotations, unread
 _WORKER: dict = {}
 
 
-def _init_worker(options: pipeline.Options, out_dir: Path, threads: int) -> None:
+def _init_worker(options: Options, out_dir: Path, threads: int) -> None:
     torch.set_num_threads(threads)
     models = pipeline.Models(options)
     _WORKER.update(options=options, out_dir=out_dir, detector=None, people=None, models=models)
@@ -133,7 +133,7 @@ def _describe_difference(earlier: dict, run: dict, finished: bool) -> str:
     return f"it holds a {state} run with other settings ({'; '.join(changes)})"
 
 
-def _claim(out_dir: Path, options: pipeline.Options, keys: Sequence[str]) -> None:
+def _claim(out_dir: Path, options: Options, keys: Sequence[str]) -> None:
     """Records the run's options and inputs in ``out_dir``; refuses a different earlier run."""
     run = {"options": dataclasses.asdict(options), "inputs": list(keys)}
     path = out_dir / ".shards" / "run.json"
@@ -150,7 +150,7 @@ def _claim(out_dir: Path, options: pipeline.Options, keys: Sequence[str]) -> Non
     path.write_text(json.dumps(run, indent=1))
 
 
-def check_region_source(units: Sequence[Unit], options: pipeline.Options) -> None:
+def check_region_source(units: Sequence[Unit], options: Options) -> None:
     """Refuses body anonymization from annotations (``people="annotations"``) of inputs that
     have none (nothing would be hidden)."""
     unannotated = [u.key for u in units if isinstance(u, readers.Video) and u.persons is None]
@@ -181,7 +181,7 @@ def count_test_split(keys: Sequence[str], test_fraction: float) -> int:
 def run(
     units: Sequence[Unit],
     out_dir: str | os.PathLike,
-    options: pipeline.Options | None = None,
+    options: Options | None = None,
     *,
     workers: int = 2,
     shard_size: int | None = None,
@@ -194,7 +194,7 @@ def run(
     summary. ``shard_size``: inputs per shard (default 64 images or 1 video). ``input_root``:
     the input folder, which must not contain ``out_dir``; ``ignored``: its files that were not
     read (listed in the summary). ``options``: default `Options()`."""
-    options = options or pipeline.Options()
+    options = options or Options()
     options.check()
     if options.detector == "auto":  # record the backend, so a resume cannot switch it
         options = dataclasses.replace(options, detector=detect.auto_backend())
@@ -233,7 +233,7 @@ def run(
 
 
 def _run_shards(
-    jobs: list, workers: int, options: pipeline.Options, out_dir: Path
+    jobs: list, workers: int, options: Options, out_dir: Path
 ) -> Iterator[int]:
     """Runs the jobs on ``workers`` processes, this one included, yielding finished shards.
 
@@ -274,7 +274,7 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _finish(out_dir: Path, options: pipeline.Options, num_shards: int, ignored: list) -> dict:
+def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> dict:
     reports, counts, labels, pixels, shape = [], {"train": 0, "test": 0}, set(), None, None
     for index in range(num_shards):
         with np.load(shard_path(out_dir, index)) as shard:

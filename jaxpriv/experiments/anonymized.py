@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ml_collections
 
-from jaxpriv.anonymize import detect, layouts, pipeline, readers, runner
+from jaxpriv.anonymize import detect, layouts, pipeline, readers, runner, settings
 
 ORIGINAL = "original"
 TEST_SPLITS = ("original", "anonymized")
@@ -38,7 +38,7 @@ def stage_config() -> ml_collections.ConfigDict:
     c.frames = 4  # synthetic: frames per clip
     c.test_on = "original"  # test split of: "original" (method none) or "anonymized" (own copy)
     c.workers = 2  # anonymization processes
-    for field in dataclasses.fields(pipeline.Options):  # region, method, size, …
+    for field in dataclasses.fields(settings.Options):  # region, method, size, …
         c[field.name] = field.default
     return c
 
@@ -47,11 +47,11 @@ def enabled(stage: ml_collections.ConfigDict) -> bool:
     return bool(stage.layout)
 
 
-def options(stage: ml_collections.ConfigDict) -> pipeline.Options:
+def options(stage: ml_collections.ConfigDict) -> settings.Options:
     """The pipeline options of ``stage``; the region settings are the defaults for "none"."""
-    fields = dataclasses.fields(pipeline.Options)
+    fields = dataclasses.fields(settings.Options)
     ignored = REGION_SETTINGS if stage.method == "none" else ()
-    return pipeline.Options(
+    return settings.Options(
         **{field.name: stage[field.name] for field in fields if field.name not in ignored}
     )
 
