@@ -208,3 +208,39 @@ def test_a_coco_folder_becomes_an_avatar_dataset_that_maskdp_trains_on(tmp_path,
     assert with_persons and all((r["sensitive"] == 0).any() for r in with_persons)
     metrics = _train_maskdp(dataset, tmp_path, "configs/anonymized_maskdp.py")
     assert metrics["mode"] == "maskdp"
+
+
+def test_a_video_of_real_people_becomes_an_avatar_dataset_that_maskdp_trains_on(tmp_path, capsys):
+    """Two real people (the project's photographs) moving apart, no annotations: the person
+    model finds and tracks them, each becomes one avatar, and MaskDP trains on the result."""
+    from test_anonymize_pipeline import write_video
+
+    astronaut, _ = photo_person("astronaut")
+    hopper, _ = photo_person("grace_hopper")
+    hopper = cv2.resize(hopper, (round(hopper.shape[1] * 512 / hopper.shape[0]), 512))
+    frames = []
+    width = hopper.shape[1]
+    for i in range(8):  # the two move apart by 8 px a frame over a grey wall
+        frame = np.full((512, 512 + width + 64, 3), 128, np.uint8)
+        frame[:, 32 - 4 * i : 544 - 4 * i] = astronaut
+        frame[:, 544 + 4 * i : 544 + width] = hopper[:, : width - 4 * i]
+        frames.append(frame)
+    write_video(tmp_path / "in" / "walk" / "apart.mp4", frames)
+    write_video(tmp_path / "in" / "walk" / "together.mp4", frames[::-1])  # the test split
+    out = tmp_path / "a"
+    argv = ["--format", "video", "--input", str(tmp_path / "in"), "--out", str(out)]
+    argv += ["--clip-frames", "2", "--frame-stride", "1", "--size", "32", "--test-fraction", "0.3"]
+    dataset = _anonymize(argv, capsys)
+    for report in map(json.loads, (out / "inputs.jsonl").open()):  # two tracks in each video
+        assert (report["source"], report["regions"], report["frames_with_regions"]) == (
+            "person model",
+            2,
+            8,
+        )
+    records = list(data_pipeline.load_source(dataset, "train"))
+    assert len(records) == 4 and all((r["sensitive"] == 0).any() for r in records)
+    copy = next(readers.decode_video(out / "images" / "walk" / "apart.mp4"))
+    face = (slice(80, 180), slice(210, 300))  # the astronaut's face: replaced
+    assert np.abs(copy[face].astype(int) - frames[0][face].astype(int)).mean() > 20
+    metrics = _train_maskdp(dataset, tmp_path, "configs/video_maskdp.py")
+    assert metrics["mode"] == "maskdp"

@@ -331,3 +331,15 @@ def test_a_stage_without_test_inputs_is_refused_by_the_dry_run_and_the_run(tmp_p
         with pytest.raises(ValueError, match=re.escape(message)):
             attempt(experiment, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_avatar_cells_take_whole_bodies(tmp_path):
+    experiment = staged_experiment(tmp_path)
+    experiment.grid = sweep.grid({"anonymize.method": ["maskout", "avatar"]})
+    experiment.report.compare_key, experiment.report.reference = "anonymize.method", "maskout"
+    planned = sweep.cells(experiment)
+    assert [cell.id for cell in planned] == [
+        "anonymize.method=maskout",
+        "anonymize.method=avatar,anonymize.region=body",
+    ]
+    assert [cell.stage.region for cell in planned] == ["face", "body"]

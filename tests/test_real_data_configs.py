@@ -42,8 +42,10 @@ def test_dry_run_checks_the_layout_and_plans_every_cell(name, tmp_path, capsys):
     experiment = sweep.load(os.path.join(CONFIGS, f"{name}.py"))
     assert len(rows) == len(sweep.cells(experiment))
     assert {int(row[1]) for row in rows} == {len(train)}  # N: one clip per video, or the images
-    if name in VIDEO:  # real and masked-out video × (non-private, DP-SGD and MaskDP at each ε)
-        assert len(rows) == 2 * (1 + 2 * len(studies.EPSILONS)) * len(studies.SEEDS)
+    if name in VIDEO:  # real, masked-out and avatar video × (none, DP-SGD and MaskDP at each ε)
+        assert len(rows) == 3 * (1 + 2 * len(studies.EPSILONS)) * len(studies.SEEDS)
+        avatars = [row[0] for row in rows if "anonymize.method=avatar" in row[0]]
+        assert avatars and all("anonymize.region=body" in cell for cell in avatars)
         private = [row for row in rows if "dp.mode=none" not in row[0]]
         targets = [float(re.search(r"dp.epsilon=([\d.]+)", row[0])[1]) for row in private]
         assert [float(row[5]) for row in private] == pytest.approx(targets, rel=1e-3)

@@ -1,4 +1,4 @@
-"""Study 2 on Toyota Smarthome: real vs anonymized video; non-private, DP-SGD, MaskDP × ε.
+"""Study 2 on Toyota Smarthome: real vs face-masked-out vs avatar video; non-private, DP-SGD, MaskDP × ε.
 
 Not run in CI (needs the dataset). Layout under ROOT: `mp4/<Activity>_pNN_rNN_vNN_cNN.mp4` (the
 full tree: `jaxpriv/anonymize/layouts.py`, or the error of --dry-run on a wrong folder). What

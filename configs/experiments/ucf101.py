@@ -1,4 +1,4 @@
-"""Study 2 on UCF-101: real vs anonymized video; non-private, DP-SGD, MaskDP × ε.
+"""Study 2 on UCF-101: real vs face-masked-out vs avatar video; non-private, DP-SGD, MaskDP × ε.
 
 Not run in CI (needs the dataset). Layout under ROOT: `<Class>/v_<Class>_gXX_cYY.avi` (the full
 tree: `jaxpriv/anonymize/layouts.py`, or the error of --dry-run on a wrong folder). What trains

@@ -27,6 +27,7 @@ TEST_SPLITS = ("original", "anonymized")
 # The pipeline's options that change nothing when nothing is anonymized (method "none").
 REGION_SETTINGS = ("region", "dilate", "expand_box", "histogram")
 KEEP_ONLY = ("anonymize.method", "none", tuple(f"anonymize.{key}" for key in REGION_SETTINGS))
+AVATAR_BODIES = ("anonymize.method", "avatar", {"anonymize.region": "body"})  # whole persons
 
 
 def stage_config() -> ml_collections.ConfigDict:

@@ -50,10 +50,11 @@ def privacy_study(
 
 
 def real_video_study(layout: str, root: str) -> ml_collections.ConfigDict:
-    """Study 2 on a real video layout: real (method "none") vs face-masked-out video.
+    """Study 2 on a real video layout: real (method "none") vs face-masked-out video vs avatars.
 
-    Faces come from the face detector (videos carry no annotations); mask-out content depends on
-    no real pixel, so it is public under MaskDP. A video ViT (ViT-Ti width, 2×8×8 tubelets)
+    Faces come from the face detector and bodies from the offline person model (videos carry no
+    annotations); mask-out content and the fully covered avatar pixels depend on no real pixel,
+    so they are public under MaskDP. A video ViT (ViT-Ti width, 2×8×8 tubelets)
     trains on one 8-frame clip (16 frames, stride 2) per video, so N is exact before decoding.
     """
     base = config_lib.default_config()
@@ -64,7 +65,7 @@ def real_video_study(layout: str, root: str) -> ml_collections.ConfigDict:
     base.dp.delta = 1e-5  # < 1/N for these datasets
     stage = dict(layout=layout, root=root, region="face", test_fraction=0.1, workers=8)
     stage.update(size=64, clip_frames=8, frame_stride=2, max_clips=1)
-    return privacy_study(layout, base, stage, methods=("none", "maskout"))
+    return privacy_study(layout, base, stage, methods=("none", "maskout", "avatar"))
 
 
 def real_image_study(layout: str, root: str) -> ml_collections.ConfigDict:

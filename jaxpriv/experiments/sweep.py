@@ -15,6 +15,9 @@ An experiment config file's ``get_config()`` starts from ``experiment_config()``
   grid values of ``keys`` do not matter, so those cells keep the base values there and run once
   instead of once per value. The default rules collapse the DP settings of non-private cells
   and the region settings of cells that anonymize nothing;
+- ``implied``: rules ``(key, value, settings)``: cells whose grid values have ``key == value``
+  also take ``settings`` (``{key: value}``), which join their grid values. The default rule
+  gives avatar cells full bodies (``anonymize.region=body``): an avatar replaces whole persons;
 - ``report``: see ``jaxpriv.experiments.report``.
 
 Overrides apply to the experiment config: ``--config.base.train.epochs=1``,
@@ -69,6 +72,7 @@ def experiment_config() -> ml_collections.ConfigDict:
     c.grid = ml_collections.ConfigDict()  # use grid({...}); e.g. grid.dp.epsilon = [2.0, 8.0]
     c.anonymize = anonymized.stage_config()  # the anonymization stage; off unless layout is set
     c.irrelevant = [NON_PRIVATE, anonymized.KEEP_ONLY]  # (key, value, keys) rules to collapse cells
+    c.implied = [anonymized.AVATAR_BODIES]  # (key, value, settings) rules: what a value implies
     c.report = report.report_config()
     return c
 
@@ -148,7 +152,7 @@ def cells(experiment: ml_collections.ConfigDict) -> list[Cell]:
     grid_axes = axes(experiment)
     planned = {}
     for combination in itertools.product(*grid_axes.values()):
-        values = dict(zip(grid_axes, combination))
+        values = _implied(dict(zip(grid_axes, combination)), experiment.implied)
         values = _relevant(values, _cell_config(experiment, values), experiment.irrelevant)
         cell = Cell(cell_id(values), values, *_cell_config(experiment, values))
         if cell.id in planned and planned[cell.id].values != values:
@@ -181,6 +185,15 @@ def _lookup(configs: tuple, key: str):
     config, stage = configs
     node = stage if key.startswith(STAGE) else config
     return functools.reduce(lambda node, name: node[name], key.removeprefix(STAGE).split("."), node)
+
+
+def _implied(values: dict, rules) -> dict:
+    """``values`` with the settings that a rule matching them implies."""
+    values = dict(values)
+    for key, value, settings in rules:
+        if values.get(key) == value:
+            values.update(settings)
+    return values
 
 
 def _relevant(values: dict, configs: tuple, rules) -> dict:
