@@ -112,10 +112,15 @@ def find_faces(image: np.ndarray, options: Options, detector) -> tuple[list, int
     return detector(image), 0
 
 
+def nothing_found(found: dict) -> bool:
+    """Whether a model (the face detector, the person model) looked and found no one."""
+    return found["source"] in FOUND_BY_MODELS and not found["regions"]
+
+
 def check_found(key: str, found: dict, options: Options) -> None:
     """Raises `NothingFoundError` for an input where the face detector or the person model
     found no one, unless ``if_none`` is "keep" (then it is written unchanged, and listed)."""
-    if found["source"] in FOUND_BY_MODELS and not found["regions"] and options.if_none != "keep":
+    if nothing_found(found) and options.if_none != "keep":
         if found["source"] == "person model":
             what = "the person model found no one"
         else:
@@ -133,20 +138,20 @@ def fit_annotations(
     at the wrong pixels), or scaled to the file with ``size_mismatch="rescale"``; masks of
     another size than the image, and the sample's own annotation problems, are refused.
     """
-    sample.check_annotations()
     declared, persons = sample.declared_shape, sample.persons
-    if declared is not None and tuple(declared) != tuple(shape):
-        if options.size_mismatch != "rescale":
-            raise readers.AnnotationError(
-                sample.path,
-                [
-                    f"{sample.key}: the annotations declare {declared[0]}x{declared[1]} but the "
-                    f"image is {shape[0]}x{shape[1]}; --size-mismatch rescale scales them"
-                ],
-            )
-        return [regions.rescale_person(person, declared, shape) for person in persons]
-    sample.check_annotations(shape)
-    return persons
+    if declared is None or tuple(declared) == tuple(shape):
+        sample.check_annotations(shape)
+        return persons
+    sample.check_annotations()
+    if options.size_mismatch != "rescale":
+        raise readers.AnnotationError(
+            sample.path,
+            [
+                f"{sample.key}: the annotations declare {declared[0]}x{declared[1]} but the "
+                f"image is {shape[0]}x{shape[1]}; --size-mismatch rescale scales them"
+            ],
+        )
+    return [regions.rescale_person(person, declared, shape) for person in persons]
 
 
 def is_public_content(options: Options) -> bool:
@@ -310,54 +315,56 @@ def process_sample(
     return [record], found
 
 
+def tracked(
+    video: readers.Video, options: Options, find, source: str
+) -> tuple[list[list[readers.Person]], dict]:
+    """(per frame, the persons that ``find(frame) -> (persons, scores, quarter turns)`` gives,
+    tracked — one id per person — with misses of up to ``max_gap`` frames covered by
+    interpolated boxes; what was found, the regions from ``source``)."""
+    frames, scores, turns = [], [], set()
+    for frame in video.decode():
+        persons, frame_scores, turn = find(frame)
+        frames.append(persons)
+        scores += frame_scores
+        if persons:
+            turns.add(turn)
+    tracking.track(frames, max_gap=options.max_gap)
+    frames_with_regions = sum(bool(persons) for persons in frames)
+    tracking.fill_gaps(frames, options.max_gap)
+    found = {
+        "source": source,
+        "regions": len({p.track_id for persons in frames for p in persons}),
+        "frames": len(frames),
+        "frames_with_regions": frames_with_regions,
+        "confidence": [round(min(scores), 4), round(max(scores), 4)] if scores else [],
+    }
+    if source == "detector":
+        found["turns"] = sorted(turns)
+    return frames, found
+
+
 def tracked_faces(
     video: readers.Video, options: Options, detector
 ) -> tuple[list[list[readers.Person]], dict]:
-    """(per frame, the detected faces as persons (box only), tracked and with short gaps
-    filled; what was found)."""
-    faces, scores, turns = [], [], set()
-    for frame in video.decode():
-        found, turn = find_faces(frame, options, detector)
-        faces.append([readers.Person(face.box) for face in found])
-        scores += [face.score for face in found]
-        if found:
-            turns.add(turn)
-    tracking.track(faces, max_gap=options.max_gap)
-    frames_with_faces = sum(bool(frame) for frame in faces)
-    tracking.fill_gaps(faces, options.max_gap)
-    tracks = {face.track_id for frame in faces for face in frame}
-    found = {
-        "source": "detector",
-        "regions": len(tracks),
-        "frames": len(faces),
-        "frames_with_regions": frames_with_faces,
-        "confidence": [round(min(scores), 4), round(max(scores), 4)] if scores else [],
-        "turns": sorted(turns),
-    }
-    return faces, found
+    """`tracked` faces of the detector, as persons with a box only."""
+
+    def find(frame):
+        faces, turn = find_faces(frame, options, detector)
+        return [readers.Person(face.box) for face in faces], [face.score for face in faces], turn
+
+    return tracked(video, options, find, "detector")
 
 
 def tracked_people(
     video: readers.Video, options: Options, people
 ) -> tuple[list[list[readers.Person]], dict]:
-    """(per frame, the people the person model finds, tracked — one id per person — and with
-    misses of up to ``max_gap`` frames covered by interpolated boxes; what was found)."""
-    frames, scores = [], []
-    for frame in video.decode():
+    """`tracked` people of the person model."""
+
+    def find(frame):
         persons, found = model_people(frame, people)
-        frames.append(persons)
-        scores += found["confidence"]
-    tracking.track(frames, max_gap=options.max_gap)
-    frames_with_people = sum(bool(persons) for persons in frames)
-    tracking.fill_gaps(frames, options.max_gap)
-    found = {
-        "source": "person model",
-        "regions": len({p.track_id for persons in frames for p in persons}),
-        "frames": len(frames),
-        "frames_with_regions": frames_with_people,
-        "confidence": [min(scores), max(scores)] if scores else [],
-    }
-    return frames, found
+        return persons, found["confidence"], 0
+
+    return tracked(video, options, find, "person model")
 
 
 def process_video(

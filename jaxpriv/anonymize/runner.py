@@ -95,7 +95,7 @@ def _process(unit: Unit, on_error: str) -> tuple[list[dict], dict]:
             "status": "skipped",
             "error": f"{type(error).__name__}: {error}",
         }
-    nothing = found["source"] in pipeline.FOUND_BY_MODELS and not found["regions"]
+    nothing = pipeline.nothing_found(found)
     status = "kept" if nothing else "anonymized"
     return records, {"key": unit.key, "status": status, "nothing_found": nothing, **found}
 
@@ -232,9 +232,7 @@ def run(
     return _finish(out_dir, options, len(shards), list(ignored))
 
 
-def _run_shards(
-    jobs: list, workers: int, options: Options, out_dir: Path
-) -> Iterator[int]:
+def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> Iterator[int]:
     """Runs the jobs on ``workers`` processes, this one included, yielding finished shards.
 
     This process works too (it has its imports already, while spawned workers need seconds to
