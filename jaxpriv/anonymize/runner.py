@@ -108,12 +108,11 @@ def _run_shard(job: tuple[int, list[Unit], str]) -> int:
         unit_records, report = _process(unit, on_error)
         records += unit_records
         reports.append(report)
-    path = shard_path(_WORKER["out_dir"], index)
-    temporary = path.with_name(f".{path.name}.partial")
     stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
-    with open(temporary, "wb") as f:
-        np.savez(f, inputs=json.dumps(reports), **stacked)
-    os.replace(temporary, path)
+    _write_atomically(
+        shard_path(_WORKER["out_dir"], index),
+        lambda file: np.savez(file, inputs=json.dumps(reports), **stacked),
+    )
     return index
 
 
@@ -266,9 +265,11 @@ def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> It
             _WORKER["people"] = None
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, write) -> None:
+    """Calls ``write(binary file)`` on a temporary file that then becomes ``path``."""
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
+    with open(temporary, "wb") as file:
+        write(file)
     os.replace(temporary, path)
 
 
@@ -292,7 +293,8 @@ def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> 
         )
     splits = tuple(split for split, count in counts.items() if count)
     dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), num_shards, splits)
-    _write_atomically(out_dir / "inputs.jsonl", "".join(json.dumps(r) + "\n" for r in reports))
+    lines = "".join(json.dumps(report) + "\n" for report in reports)
+    _write_atomically(out_dir / "inputs.jsonl", lambda file: file.write(lines.encode()))
     statuses = collections.Counter(r["status"] for r in reports)
     summary = {
         "records": counts,
@@ -304,5 +306,6 @@ def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> 
         "images": str(out_dir / "images"),
         "options": dataclasses.asdict(options),
     }
-    _write_atomically(out_dir / "summary.json", json.dumps(summary, indent=1))
+    text = json.dumps(summary, indent=1)
+    _write_atomically(out_dir / "summary.json", lambda file: file.write(text.encode()))
     return summary
