@@ -45,6 +45,14 @@ def load_source(
       dataset: a builder (e.g. from `tfds_builder.prepare_synthetic`) or the
         folder of a prepared dataset version (`<data_dir>/<name>/<config>/<version>`).
       split: e.g. "train" or "test".
+    """
+    return with_split(dataset, split).as_data_source(split)
+
+
+def with_split(
+    dataset: tfds.core.DatasetBuilder | str | os.PathLike, split: str
+) -> tfds.core.DatasetBuilder:
+    """The builder of ``dataset`` (a builder or a prepared folder), which must have ``split``.
 
     Raises ValueError naming the dataset's splits when it has no ``split`` (a dataset written
     by ``jaxpriv anonymize`` from too few inputs has no test split).
@@ -58,7 +66,7 @@ def load_source(
             "for a test split, anonymize more inputs or a larger --test-fraction, or set "
             "data.test_name to a dataset with one"
         )
-    return dataset.as_data_source(split)
+    return dataset
 
 
 def read_batch(source: Sequence[dict], indices: np.ndarray, weights: np.ndarray) -> Batch:

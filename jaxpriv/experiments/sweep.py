@@ -42,6 +42,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from jaxpriv import config as config_lib
+from jaxpriv.data import pipeline as data_pipeline
 from jaxpriv.dp import accounting
 from jaxpriv.experiments import anonymized, report
 from jaxpriv.train import loop
@@ -294,13 +295,7 @@ def check_test_splits(planned: list[Cell]) -> None:
         loop.check_generation_keys(data)
         name = data.test_name or data.name
         if name != "synthetic":  # the synthetic data is written with both splits
-            folder = loop.dataset_folder(data, name)
-            splits = sorted(tfds.builder_from_directory(folder).info.splits)
-            if "test" not in splits:
-                raise ValueError(
-                    f"cell {cell.id}: dataset {folder} has no 'test' split (it has "
-                    f"{', '.join(splits)}); set data.test_name to a dataset with one"
-                )
+            data_pipeline.with_split(loop.dataset_folder(data, name), "test")
 
 
 def dataset_size(cell: Cell, workdir: str) -> tuple[int, bool]:
