@@ -191,7 +191,7 @@ def _anonymize(args, overrides):
     if summary["nothing_found"]:
         what = "kept unchanged" if inputs["kept"] else "skipped"
         print(
-            f"no face found in {len(summary['nothing_found'])} inputs ({what}; --if-none): "
+            f"nothing found in {len(summary['nothing_found'])} inputs ({what}; --if-none): "
             + ", ".join(summary["nothing_found"][:10])
         )
     if ignored:
