@@ -53,6 +53,21 @@ def test_body_keypoints_are_differentiable_in_the_pose(smplh, anny):
         assert pose.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("name", ["smplh", "anny"])
+def test_the_keypoint_function_gives_the_full_models_keypoints(request, name):
+    """What the pose fit evaluates (anny's: skinning folded into the keypoints, the rest model
+    built once) is the keypoints of the full model, for any pose, shape and orientation."""
+    model = request.getfixturevalue(name)
+    generator = torch.Generator().manual_seed(0)
+    pose = 0.4 * torch.randn(3, model.num_pose, generator=generator)
+    spread = 0.2 * torch.randn(3, model.num_shape, generator=generator)
+    shape = (model.neutral_shape + spread).clamp(0, 1)
+    orient = 0.5 * torch.randn(3, 3, generator=generator)
+    _, expected = model(pose, shape, orient)
+    fast = model.keypoint_function(shape)(pose, orient)
+    torch.testing.assert_close(fast, expected, atol=2e-6, rtol=0)
+
+
 def test_anny_runs_offline_upright_and_human_sized(anny):
     vertices, keypoints = rest(anny)
     assert vertices.shape[0] == 1 and vertices.shape[1] == anny.faces.max() + 1

@@ -6,6 +6,8 @@ known); one test fits the anny body, with its shape free.
 
 from __future__ import annotations
 
+import functools
+
 import body_fixtures
 import numpy as np
 import pytest
@@ -99,6 +101,49 @@ def test_fitting_anny_recovers_a_known_pose_with_a_free_shape():
     assert float(pose.reprojection_error(anny, fitted, keypoints, CAMERA)) < 1.0  # px
     error, aligned = joint_errors(anny, fitted, truth)
     assert error < MEAN_JOINT_ERROR and aligned < ROOT_ALIGNED_ERROR
+
+
+def hip_centred_error(model, fitted, truth) -> float:
+    return joint_errors(model, fitted, truth)[1]
+
+
+def test_world_keypoints_settle_the_pose_in_fewer_steps():
+    """A person turned 70° from the camera, an arm raised forward, a knee bent: 2-D keypoints
+    leave the limbs' depths ambiguous. With its world keypoints (3-D, centred between the hips,
+    as MediaPipe gives them) the fit finds the true 3-D pose in 20 L-BFGS steps; from the
+    neutral start it has not after 40."""
+    anny = body.make_body("anny")
+    rotations = torch.zeros(anny.num_pose)
+    bones = list(body.ANNY_POSED_BONES)
+    for bone, rotation in [
+        ("upperarm01.L", [0.0, -1.0, 0.0]),
+        ("lowerarm01.L", [0.0, -0.8, 0.0]),
+        ("upperarm01.R", [0.8, 0.5, 0.0]),  # forward
+        ("lowerarm01.R", [0.0, -0.7, 0.0]),
+        ("upperleg01.R", [0.6, 0.25, 0.0]),
+        ("lowerleg01.R", [-0.9, 0.0, 0.0]),
+    ]:
+        index = 3 * bones.index(bone)
+        rotations[index : index + 3] = torch.tensor(rotation)
+    truth = pose.FittedPose(
+        torch.tensor([[0.05, -1.2, 0.1]]),
+        rotations[None],
+        anny.neutral_shape[None],
+        torch.tensor([[0.1, 0.2, 4.0]]),
+    )
+    keypoints = projected(anny, truth)
+    with torch.no_grad():
+        _, points = truth.posed(anny)
+    world = (points - points[:, 11:13].mean(1, keepdim=True)).numpy()
+    fit = functools.partial(pose.fit_pose, anny, keypoints, CAMERA, shape=anny.neutral_shape)
+    from_world = fit(world=world, steps=20)
+    assert float(pose.reprojection_error(anny, from_world, keypoints, CAMERA)) < 1.0  # px
+    assert hip_centred_error(anny, from_world, truth) < 0.03  # m
+    for steps in (20, 40):
+        assert hip_centred_error(anny, fit(steps=steps), truth) > 0.03
+    # A person without world keypoints (NaN) is fitted as without any.
+    unknown = np.full((1, 17, 3), np.nan, np.float32)
+    torch.testing.assert_close(fit(world=unknown, steps=5).pose, fit(steps=5).pose)
 
 
 def test_missing_keypoints_are_ignored(smplh):

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from photo_fixtures import photo_person
 
-from jaxpriv.anonymize import person_model
+from jaxpriv.anonymize import person_model, pipeline
 from jaxpriv.anonymize.person_model import (
     BUNDLE_NAME,
+    COCO_FROM_BLAZEPOSE,
     FoundPerson,
     MissingPersonModelError,
     PersonModel,
@@ -76,6 +77,23 @@ def test_astronaut(model):
     assert x0 < 30 and x1 > 340 and y0 < 40 and y1 == 512
     assert 0.2 < _shoulder_width(found) < 0.6  # metres
     assert 0 < found.score <= 1
+
+
+def test_world_keypoints_are_metres_in_camera_axes_between_the_hips(model):
+    """What the avatar's pose fit reads: the camera's axes (x right, y down, z away), the origin
+    between the hips; the persons the pipeline makes of the found people carry them."""
+    image, _ = photo_person("astronaut")
+    (found,) = model(image)
+    world = found.world_keypoints
+    assert world.shape == (17, 3)
+    np.testing.assert_allclose(world, found.world_landmarks[list(COCO_FROM_BLAZEPOSE)])
+    np.testing.assert_allclose(world[11:13].mean(0), 0.0, atol=0.02)
+    left_shoulder, right_shoulder, nose = world[5], world[6], world[0]
+    assert left_shoulder[0] - right_shoulder[0] > 0.2  # she faces the camera: her left at +x
+    assert nose[1] < left_shoulder[1] - 0.1 and nose[1] < right_shoulder[1] - 0.1  # head up
+    assert nose[2] < (left_shoulder[2] + right_shoulder[2]) / 2  # nose towards the camera
+    (person,), _ = pipeline.model_people(image, model)
+    np.testing.assert_array_equal(person.world_keypoints, world)
 
 
 def test_two_people_side_by_side_each_once(model):

@@ -180,7 +180,7 @@ class FoundPerson:
     keypoints: np.ndarray  # float32 [17, 3]: COCO-17 x, y and visibility in [0, 1] (below)
     landmarks: np.ndarray  # float32 [33, 3]: BlazePose x, y and the lower of MediaPipe's
     # visibility (not occluded) and presence (inside the image)
-    world_landmarks: np.ndarray  # float32 [33, 3]: metres, origin between the hips
+    world_landmarks: np.ndarray  # float32 [33, 3]: metres, camera axes, origin between the hips
     mask: np.ndarray  # bool [H, W]: segmentation > 0.5
     box: np.ndarray  # float32 [4]: x0, y0, x1, y1 of the mask (of the landmarks if it is empty)
     score: float  # mean landmark presence: the Tasks API gives no per-person detection score
@@ -194,6 +194,11 @@ class FoundPerson:
         size = min(np.sqrt(np.prod(p.box[2:] - p.box[:2])) for p in (self, other))
         gap = np.linalg.norm(self.landmarks[:, :2] - other.landmarks[:, :2], axis=1)
         return bool(np.median(gap) < 0.1 * size)
+
+    @property
+    def world_keypoints(self) -> np.ndarray:
+        """float32 [17, 3]: the world landmarks at the COCO-17 keypoints."""
+        return self.world_landmarks[list(COCO_FROM_BLAZEPOSE)]
 
 
 _RUNTIME_CHATTER = (

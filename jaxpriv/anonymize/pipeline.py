@@ -72,15 +72,17 @@ def uses_person_model(options: Options, annotated: bool) -> bool:
 
 def model_people(image: np.ndarray, people) -> tuple[list[readers.Person], dict]:
     """(the people that ``people`` (a `person_model.PersonModel`) finds in ``image``, as
-    persons with mask, box and COCO keypoints — visible where MediaPipe's visibility is at
-    least 0.5 —, what was found)."""
+    persons with mask, box, COCO keypoints — visible where MediaPipe's visibility is at
+    least 0.5 — and world keypoints, what was found)."""
     found = people(image)
     persons = []
     for person in found:
         keypoints = person.keypoints.copy()
         keypoints[:, 2] = np.where(keypoints[:, 2] >= 0.5, 2.0, 0.0)
         box = tuple(float(v) for v in person.box)
-        persons.append(readers.Person(box, person.mask, keypoints))
+        persons.append(
+            readers.Person(box, person.mask, keypoints, world_keypoints=person.world_keypoints)
+        )
     report = {"source": "person model", "regions": len(found)}
     report["confidence"] = [round(float(person.score), 4) for person in found]
     return persons, report

@@ -65,7 +65,8 @@ class Person:
     box: (x0, y0, x1, y1) in pixel coordinates. mask: bool HxW or None; it may be given as a
     `CocoSegmentation`, which is kept compact and decoded each time `mask` is read.
     keypoints: float [17, 3] (x, y, visibility) in COCO order, or None. track_id: identity
-    across video frames.
+    across video frames. world_keypoints: float [17, 3], the same keypoints in 3-D (metres,
+    camera axes, origin between the hips) where a person model estimated them, else None.
     """
 
     box: Box
@@ -74,6 +75,7 @@ class Person:
     crowd: bool = False
     track_id: int | None = None
     source_id: str = ""
+    world_keypoints: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def mask_shape(self) -> tuple[int, ...] | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -60,6 +61,15 @@ class BodyModel(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(vertices [B, V, 3], keypoints [B, 17, 3]) in metres, body frame; differentiable."""
         ...
+
+    def keypoint_function(self, shape: torch.Tensor) -> KeypointFunction:
+        """The keypoints of ``B`` bodies of fixed shapes ``[B, num_shape]``: what the pose fit
+        evaluates, at most as costly as ``__call__``."""
+        ...
+
+
+# (pose [B, num_pose], global_orient [B, 3]) -> keypoints [B, 17, 3], body frame; differentiable.
+KeypointFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def rotation_matrices(rotvecs: torch.Tensor) -> torch.Tensor:
@@ -195,6 +205,10 @@ class SmplhBody:
             to_body_frame(out.vertices, root, _SMPL_AXES, global_orient),
             to_body_frame(keypoints, root, _SMPL_AXES, global_orient),
         )
+
+    def keypoint_function(self, shape: torch.Tensor) -> KeypointFunction:
+        """``__call__``'s keypoints (SMPL-H's pose blend shapes move the joints' vertices)."""
+        return lambda pose, global_orient: self(pose, shape, global_orient)[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,6 +407,70 @@ class AnnyBody:
             to_body_frame(vertices, root, _ANNY_AXES, global_orient),
             to_body_frame(keypoints, root, _ANNY_AXES, global_orient),
         )
+
+    def keypoint_function(self, shape: torch.Tensor) -> KeypointFunction:
+        """``__call__``'s keypoints, exactly, without the mesh and with the rest model (shape
+        blend shapes, bone orientations) built once.
+
+        Linear blend skinning is linear in the vertices, so keypoint ``k`` is ``Σ_j T_j y_kj``
+        over the bone transforms ``T_j = W_j P_j⁻¹`` (posed pose ``W``, rest pose ``P``), with
+        ``y_kj = Σ_v a_kv w_vj (x_v, 1)`` (regressor ``a``, skinning weights ``w``, rest vertices
+        ``x``): ``Σ_j W_j z_kj`` with ``z = P⁻¹ y`` computed once. The posed poses follow anny's
+        forward kinematics in its ``local-ref`` parameterization (rotation-only deltas ``D``):
+        ``W_c = W_p K_c``, ``K_c = [U_pᵀ D_c U_c | U_pᵀ A_p (h_c − h_p)]`` (reference
+        orientations ``U``, rest heads ``h``, ``A_p = U_p R_pᵀ``, ``A_0 = I``), ``W_0 = K_0``,
+        one batched product per depth level.
+        """
+        model = self.model
+        n = len(shape)
+        with torch.no_grad():
+            _, phenotypes, local_changes, facial_actions = model.get_tensor_inputs(
+                None, shape, None, None
+            )
+            rest = model.get_rest_model(
+                model._get_phenotype_blendshape_coefficients(
+                    phenotypes, local_changes, facial_actions
+                )
+            )
+            rest_poses = rest["rest_bone_poses"].expand(n, -1, -1, -1)
+            rotations, heads = rest_poses[..., :3, :3], rest_poses[..., :3, 3]
+            levels, (local, order, inverse, parent) = (
+                model.kinematic_chain_levels,
+                model.kinematic_chain_indices,
+            )
+            reference = model.reference_bone_orientations
+            reference = rotations if reference is None else reference.expand_as(rotations)
+            to_reference = reference @ rotations.transpose(-1, -2)
+            to_reference[:, 0] = torch.eye(3)
+            parent_t = reference[:, parent].transpose(-1, -2)
+            offsets = parent_t @ to_reference[:, parent] @ (heads - heads[:, parent])[..., None]
+            links = torch.eye(4).repeat(n, model.bone_count, 1, 1)
+            links[..., :3, :3] = parent_t @ reference
+            links[..., :3, 3:] = offsets
+            vertices = rest["rest_vertices"].expand(n, -1, -1)
+            homogeneous = torch.cat([vertices, torch.ones_like(vertices[..., :1])], -1)
+            anchors = torch.einsum(
+                "kv,vj,bvd->bjdk",
+                self.keypoint_weights,
+                model.dense_vertex_bone_weights.to(homogeneous),
+                homogeneous,
+            )
+            anchors = torch.linalg.inv(rest_poses) @ anchors  # z = P⁻¹ y, [N, J, 4, 17]
+        posed_before, posed_after = parent_t[:, self._bones], reference[:, self._bones]
+
+        def keypoints(pose: torch.Tensor, global_orient: torch.Tensor) -> torch.Tensor:
+            deltas = rotation_matrices(pose.unflatten(1, (-1, 3)))
+            chain = links.clone()
+            chain[:, self._bones, :3, :3] = posed_before @ deltas @ posed_after
+            chain = chain[:, order]
+            posed = [chain[:, :1]]
+            for first, last in levels[1:]:
+                posed.append(posed[-1][:, local[first:last]] @ chain[:, first:last])
+            poses = torch.cat(posed, 1)[:, inverse]
+            points = (poses[..., :3, :] @ anchors).sum(1).transpose(1, 2)
+            return to_body_frame(points, poses[:, 0, :3, 3], _ANNY_AXES, global_orient)
+
+        return keypoints
 
 
 def make_body(name: str = "anny", model_path: str | os.PathLike | None = None, **kw) -> BodyModel:

@@ -14,14 +14,26 @@ import dataclasses
 import math
 
 import numpy as np
+import scipy.optimize
 import torch
+from scipy.spatial.transform import Rotation
 
-from .body import BodyModel
+from .body import BodyModel, KeypointFunction
 from .camera import Camera
 
 # Below this many visible keypoints a person's pose is not fitted: place_in_box instead.
 MIN_VISIBLE = 4
 TORSO = (5, 6, 11, 12)  # shoulders and hips
+_UPPER_BODY = (0, 1, 2, 3, 4, 5, 6, 11, 12)  # the head and torso: what the neutral pose gets right
+# m² per person: an iteration that changes the fit loss less than this ends it (0.3 mm at the
+# person, a twentieth of a pixel at 4 m in a 512-pixel-high image).
+TOLERANCE = 1e-7
+# Keypoint pairs whose directions the world keypoints fix: shoulders and hips across, the torso's
+# sides and the limbs.
+BONES = (
+    (6, 5), (12, 11), (5, 11), (6, 12), (5, 7), (7, 9), (6, 8), (8, 10),
+    (11, 13), (13, 15), (12, 14), (14, 16),
+)  # fmt: skip
 _LEFT_RIGHT = ((5, 6), (11, 12))  # the person's left and right shoulder, hip
 
 
@@ -94,63 +106,137 @@ def _spread(points: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, 
     return centre, spread
 
 
-def _initial_guess(
-    body: BodyModel,
+def _kabsch(source: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rotations ``[N, 3, 3]`` that best map points ``source`` onto ``target`` (``[N, K, 3]``,
+    each centred at its weighted centroid first), weighted least squares."""
+    total = weights.sum(-1, keepdim=True)[..., None]
+    centred = [
+        points - (weights[..., None] * points).sum(1, keepdim=True) / total
+        for points in (source, target)
+    ]
+    covariance = (weights[..., None] * centred[1]).transpose(1, 2) @ centred[0]
+    u, _, vt = torch.linalg.svd(covariance)
+    flip = torch.ones_like(covariance[:, 0])
+    flip[:, 2] = torch.sign(torch.linalg.det(u @ vt))
+    return u @ torch.diag_embed(flip) @ vt
+
+
+def _initial_orientation(
+    posed_keypoints: KeypointFunction,
+    neutral_pose: torch.Tensor,
     points: torch.Tensor,
     weights: torch.Tensor,
-    camera: Camera,
-    shape: torch.Tensor,
-) -> FittedPose:
-    """Neutral pose, upright and turned towards or away from the camera as the shoulders and
-    hips say, at the depth where its torso keypoints' spread matches the image's."""
+    world: torch.Tensor,
+    world_given: torch.Tensor,
+) -> torch.Tensor:
+    """Axis-angle ``[N, 3]``: the rotation of the neutral body's torso and head onto the
+    person's world keypoints where it has them, otherwise upright and turned towards or away
+    from the camera as the shoulders and hips say."""
     n = len(points)
     orient = torch.zeros(n, 3)
     orient[_facing_away(points, weights), 1] = math.pi
-    pose = body.neutral_pose.expand(n, -1)
+    known = world_given.sum(-1) > 0
+    if bool(known.any()):
+        with torch.no_grad():
+            model = posed_keypoints(neutral_pose.expand(n, -1), torch.zeros(n, 3))
+        upper = torch.zeros_like(world_given)
+        upper[:, _UPPER_BODY] = world_given[:, _UPPER_BODY]
+        rotations = Rotation.from_matrix(_kabsch(model, world, upper).double().numpy())
+        orient[known] = torch.as_tensor(rotations.as_rotvec(), dtype=torch.float32)[known]
+    return orient
+
+
+def _initial_guess(
+    posed_keypoints: KeypointFunction,
+    neutral_pose: torch.Tensor,
+    points: torch.Tensor,
+    weights: torch.Tensor,
+    camera: Camera,
+    orient: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pose ``[N, num_pose]``, translation ``[N, 3]``): the neutral pose, turned by
+    ``orient``, at the depth where its torso keypoints' spread matches the image's."""
+    pose = neutral_pose.expand(len(points), -1)
     with torch.no_grad():
-        _, model = body(pose, shape, orient)
+        model = posed_keypoints(pose, orient)
     torso = _torso_weights(weights)
     model_centre, model_spread = _spread(model[..., :2], torso)
     image_centre, image_spread = _spread(points, torso)
     depth = camera.focal * model_spread / image_spread.clamp(min=1e-3)
     optical_centre = torch.tensor([camera.cx, camera.cy])
     xy = (image_centre - optical_centre) * (depth / camera.focal)[:, None] - model_centre
-    return FittedPose(orient, pose.clone(), shape.clone(), torch.cat([xy, depth[:, None]], 1))
+    return pose.clone(), torch.cat([xy, depth[:, None]], 1)
 
 
 def _reprojection_loss(
-    fitted: FittedPose,
-    body: BodyModel,
+    keypoints: torch.Tensor,
     camera: Camera,
     points: torch.Tensor,
     weights: torch.Tensor,
     metres_per_pixel: torch.Tensor,
 ) -> torch.Tensor:
-    """Per person ``[N]``: weighted mean squared reprojection error in metres at the person."""
-    _, keypoints = fitted.posed(body)
+    """Per person ``[N]``: weighted mean squared reprojection error of camera-frame keypoints
+    ``[N, 17, 3]``, in metres at the person."""
     residual = (camera.project(keypoints) - points) * metres_per_pixel[:, None, None]
     return (weights * residual.square().sum(-1)).sum(-1) / weights.sum(-1).clamp(min=1e-6)
 
 
+def _bone_directions(keypoints: torch.Tensor) -> torch.Tensor:
+    """Unit vectors ``[N, len(BONES), 3]`` along the :data:`BONES` of keypoints ``[N, 17, 3]``."""
+    bones = torch.tensor(BONES)
+    vectors = keypoints[:, bones[:, 1]] - keypoints[:, bones[:, 0]]
+    return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+
+
+def _world_loss(keypoints: torch.Tensor, world: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """Per person ``[N]``: mean squared difference between the directions of the bones of
+    keypoints and of world keypoints (``given [N, 17]``: which world keypoints there are).
+    Directions, not positions, so that the body model's proportions need not match."""
+    bones = torch.tensor(BONES)
+    weights = given[:, bones[:, 0]] * given[:, bones[:, 1]]
+    difference = (_bone_directions(keypoints) - _bone_directions(world)).square().sum(-1)
+    return (weights * difference).sum(-1) / weights.sum(-1).clamp(min=1e-6)
+
+
+def _as_world(world, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(world keypoints ``[N, 17, 3]`` with the missing ones zeroed, float ``[N, 17]``: 1 where
+    given) of ``None`` or an array, NaN where missing."""
+    if world is None:
+        return torch.zeros(n, 17, 3), torch.zeros(n, 17)
+    world = torch.as_tensor(np.asarray(world, dtype=np.float32)).reshape(-1, 17, 3)
+    if len(world) != n:
+        raise ValueError(f"world keypoints of {len(world)} persons, keypoints of {n}")
+    given = torch.isfinite(world).all(-1)
+    return torch.where(given[..., None], world, 0.0), given.float()
+
+
 def _minimise(loss_fn, params: list[torch.Tensor], steps: int) -> None:
-    """Runs L-BFGS (strong Wolfe line search) on ``loss_fn() -> scalar`` for ``steps`` iterations."""
-    optimizer = torch.optim.LBFGS(
-        params,
-        lr=1.0,
-        max_iter=steps,
-        tolerance_grad=1e-10,
-        tolerance_change=1e-14,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
+    """Minimises ``loss_fn() -> scalar`` over ``params`` (updated in place) with SciPy's
+    L-BFGS-B for at most ``steps`` iterations, stopping once an iteration changes the loss by
+    less than :data:`TOLERANCE` (SciPy's loop costs little next to torch's own L-BFGS, whose
+    Python overhead per evaluation matched the evaluation itself here)."""
+    sizes = [p.numel() for p in params]
 
-    def closure():
-        optimizer.zero_grad()
+    def assign(flat: np.ndarray) -> None:
+        with torch.no_grad():
+            for p, chunk in zip(params, torch.from_numpy(flat).split(sizes)):
+                p.copy_(chunk.view_as(p))
+
+    def value_and_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        assign(flat)
         loss = loss_fn()
-        loss.backward()
-        return loss
+        grads = torch.autograd.grad(loss, params)
+        return float(loss.detach()), torch.cat([g.reshape(-1) for g in grads]).double().numpy()
 
-    optimizer.step(closure)
+    start = torch.cat([p.detach().reshape(-1) for p in params]).double().numpy()
+    result = scipy.optimize.minimize(
+        value_and_grad,
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": steps, "ftol": TOLERANCE, "gtol": 1e-12, "maxcor": 20},
+    )
+    assign(result.x)
 
 
 def fit_pose(
@@ -160,23 +246,32 @@ def fit_pose(
     *,
     shape: torch.Tensor | None = None,
     init: FittedPose | None = None,
+    world=None,
     steps: int = 40,
     torso_steps: int = 15,
     pose_prior: float = 1e-4,
     shape_prior: float = 1e-3,
+    world_weight: float = 0.01,
     temporal: float = 0.0,
 ) -> FittedPose:
     """Fits orientation, body pose, translation (and shape) to COCO keypoints ``[N, 17, 3]``.
 
     Minimises, per person, the weighted mean squared reprojection error (through
-    ``camera.project``, in metres at the person's initial depth) plus ``pose_prior ·
-    |(pose - body.neutral_pose) / body.pose_scale|²`` (the pose is optimised in these units)
-    plus ``shape_prior · |shape - body.neutral_shape|²``, with L-BFGS: first ``torso_steps``
-    iterations of orientation and translation on the torso keypoints from
-    :func:`_initial_guess` (skipped with ``init``), then ``steps`` iterations of all parameters
-    on all keypoints. ``shape`` ``[num_shape]`` or ``[N, num_shape]`` fixes the
-    shape (one identity per track); ``init``: a previous fit of the same persons (warm start
-    for the next video frame). ``temporal > 0``: the persons are the consecutive frames of one
+    ``camera.project``, in metres at the person's initial depth) plus ``world_weight ·`` the
+    mean squared distance (m²) to its world keypoints (below) plus ``pose_prior · |(pose -
+    body.neutral_pose) / body.pose_scale|²`` (the pose is optimised in these units) plus
+    ``shape_prior · |shape - body.neutral_shape|²``, with L-BFGS: first ``torso_steps``
+    iterations of orientation and translation on the torso keypoints (skipped with ``init``, or
+    when every person has world keypoints), then ``steps`` iterations of all parameters on all
+    keypoints, each stage stopping early once converged.
+
+    ``world``: ``[N, 17, 3]`` 3-D keypoints in metres, camera axes, as a person model gives
+    them (MediaPipe's world landmarks), NaN where missing. Compared centred between the hips,
+    they settle what 2-D keypoints leave ambiguous (which way the person faces, which limbs are
+    in front) and give the start orientation. ``shape`` ``[num_shape]`` or ``[N, num_shape]``
+    fixes the shape (one identity per track; the fit then evaluates only
+    ``body.keypoint_function``); ``init``: a previous fit of the same persons (warm start for
+    the next video frame). ``temporal > 0``: the persons are the consecutive frames of one
     track, fitted together with ``temporal ·`` :func:`_frame_to_frame` added, so that the
     frames agree on one 3-D solution where 2-D keypoints leave several. Every person needs
     :data:`MIN_VISIBLE` visible keypoints.
@@ -186,37 +281,43 @@ def fit_pose(
     n = len(keypoints)
     if bool((count_visible(keypoints) < MIN_VISIBLE).any()):
         raise ValueError(f"fit_pose needs {MIN_VISIBLE} visible keypoints per person")
+    world, world_given = _as_world(world, n)
     fixed_shape = shape is not None
     shape = (body.neutral_shape if shape is None else torch.as_tensor(shape)).expand(n, -1)
-    if init is None:
-        start = _initial_guess(body, points, weights, camera, shape.float())
-    elif len(init) != n:
+    if init is not None and len(init) != n:
         raise ValueError(f"init holds {len(init)} persons, keypoints {n}")
+    if init is not None and not fixed_shape:
+        shape = init.shape
+    shape = shape.float().clone().requires_grad_(not fixed_shape)
+    if fixed_shape:
+        posed_keypoints = body.keypoint_function(shape)
     else:
-        start = dataclasses.replace(init, shape=shape.float() if fixed_shape else init.shape)
-    metres_per_pixel = start.translation[:, 2] / camera.focal
+        posed_keypoints = lambda pose, orient: body(pose, shape, orient)[1]  # noqa: E731
+    if init is None:
+        start = (posed_keypoints, body.neutral_pose, points, weights)
+        orient = _initial_orientation(*start, world, world_given)
+        pose, translation = _initial_guess(*start, camera, orient)
+    else:
+        orient, pose, translation = init.global_orient, init.pose, init.translation
+    metres_per_pixel = translation[:, 2] / camera.focal
+    orient, translation = (t.detach().clone().requires_grad_(True) for t in (orient, translation))
     # The pose is optimised in units of body.pose_scale: an isotropic prior, better conditioning.
-    orient, translation = (
-        t.detach().clone().requires_grad_(True) for t in (start.global_orient, start.translation)
-    )
-    shape = start.shape.detach().clone().requires_grad_(not fixed_shape)
-    latent = ((start.pose - body.neutral_pose) / body.pose_scale).detach().requires_grad_(True)
+    latent = ((pose - body.neutral_pose) / body.pose_scale).detach().requires_grad_(True)
 
     def loss(w: torch.Tensor) -> torch.Tensor:
-        fitted = FittedPose(
-            orient, body.neutral_pose + body.pose_scale * latent, shape, translation
-        )
-        total = _reprojection_loss(fitted, body, camera, points, w, metres_per_pixel).sum()
+        pose = body.neutral_pose + body.pose_scale * latent
+        posed = posed_keypoints(pose, orient) + translation[:, None]
+        total = _reprojection_loss(posed, camera, points, w, metres_per_pixel).sum()
+        total = total + world_weight * _world_loss(posed, world, world_given).sum()
         total = total + pose_prior * latent.square().sum()
         if not fixed_shape:
             total = total + shape_prior * (shape - body.neutral_shape).square().sum()
         if temporal:
-            total = total + temporal * _frame_to_frame(fitted)
+            total = total + temporal * _frame_to_frame(FittedPose(orient, pose, shape, translation))
         return total
 
-    if init is None and torso_steps > 0:
-        torso = _torso_weights(weights)
-        _minimise(lambda: loss(torso), [orient, translation], torso_steps)
+    if init is None and torso_steps > 0 and not bool(world_given.any(-1).all()):
+        _minimise(lambda: loss(_torso_weights(weights)), [orient, translation], torso_steps)
     _minimise(
         lambda: loss(weights), [orient, translation, latent] + [shape] * (not fixed_shape), steps
     )
