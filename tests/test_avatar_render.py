@@ -1,11 +1,13 @@
 """Avatar rendering and compositing: the mask is the mesh's projection, the nearest avatar wins,
-and no original pixel of the person survives."""
+no original pixel of the person survives, and a still video's own frames fill the background."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import trimesh
 
+from jaxpriv.anonymize.avatar import compose, render
 from jaxpriv.anonymize.avatar.camera import Camera
 from jaxpriv.anonymize.avatar.compose import grow, merge, remove_person
 from jaxpriv.anonymize.avatar.render import Renderer
@@ -204,3 +206,99 @@ def test_custom_inpainter_fills_the_grown_mask_only():
     assert np.all(out[region] == 7) and np.array_equal(out[~region], image[~region])
     with pytest.raises(ValueError, match="unknown inpainting method"):
         remove_person(image, mask, method="telea")
+
+
+def test_a_window_around_the_meshes_renders_what_the_full_image_would(renderer, monkeypatch):
+    """Only the meshes' window is drawn; the full render (window forced to the whole image)
+    covers the same pixels, with the same ids and coverage."""
+    meshes = [
+        (*sphere(0.13, -0.07, 2.3), (0.9, 0.5, 0.2)),
+        (*sphere(-0.6, 0.2, 4.0), (0.1, 0.2, 1)),
+    ]
+    assert render._window(meshes, CAMERA, H, W) != (0, 0, W, H)  # a real window
+    outside = sphere(40.0, 0.0, 2.0)  # projects beyond the image: nothing to draw
+    assert render._window([(*outside, (1, 1, 1))], CAMERA, H, W) is None
+    windowed = renderer.render(meshes, CAMERA, H, W)
+    monkeypatch.setattr(render, "_window", lambda meshes, camera, height, width: (0, 0, W, H))
+    full = renderer.render(meshes, CAMERA, H, W)
+    assert windowed.mask.sum() > 100
+    for field in ("mask", "ids", "alpha"):
+        assert np.array_equal(getattr(windowed, field), getattr(full, field)), field
+    assert np.abs(windowed.color.astype(int) - full.color).max() <= 1
+    np.testing.assert_allclose(windowed.depth, full.depth, rtol=1e-5)
+
+
+def test_large_holes_are_filled_at_reduced_resolution_without_reading_the_hole():
+    """Above the size limit the fill is computed on a shrunk image, yet no hole pixel's value
+    reaches it: two different contents of the hole give the same output."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 200, (600, 600, 3), dtype=np.uint8)
+    holes = np.zeros((600, 600), bool)
+    holes[101:480, 150:333] = True  # 69,457 px: over the limit, odd borders
+    assert holes.sum() > compose._FULL_RESOLUTION_HOLE
+    other = image.copy()
+    other[holes] = 255
+    filled = compose.telea(image, holes)
+    assert np.array_equal(filled, compose.telea(other, holes))
+    assert np.array_equal(filled[~holes], image[~holes])
+    small = np.zeros_like(holes)
+    small[200:260, 200:260] = True  # under the limit: OpenCV's Telea itself
+    expected = cv2.inpaint(image, small.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    assert np.array_equal(compose.telea(image, small), expected)
+
+
+def still_video(frames=8, shift=0):
+    """A textured background seen by a camera that holds still (or pans ``shift`` px a frame),
+    and a person box walking across it: frames, person masks, the true backgrounds."""
+    rng = np.random.default_rng(2)
+    world = cv2.GaussianBlur(
+        rng.integers(0, 256, (H, W + 8 * frames, 3), dtype=np.uint8), (5, 5), 0
+    )
+    images, masks, truths = [], [], []
+    for t in range(frames):
+        truth = world[:, t * shift : t * shift + W].copy()
+        mask = np.zeros((H, W), bool)
+        mask[8:40, 4 + 6 * t : 16 + 6 * t] = True
+        image = truth.copy()
+        image[mask] = PERSON
+        images.append(image), masks.append(mask), truths.append(truth)
+    return images, masks, truths
+
+
+def test_a_still_camera_video_fills_the_person_from_the_frames_that_show_the_background():
+    images, masks, truths = still_video()
+    holes = [grow(mask, 2) for mask in masks]
+    plate = compose.clean_plate(images, holes)
+    assert plate.known.all()  # the walker uncovers every pixel in some frame
+    for image, mask, truth in zip(images, masks, truths):
+        out = remove_person(image, mask, dilate=2, plate=plate)
+        assert np.array_equal(out, truth)  # the true background, not an inpainted smear
+        assert not np.array_equal(remove_person(image, mask, dilate=2), truth)
+    # A pixel no frame shows is inpainted: the plate leaves it to OpenCV.
+    always = np.zeros((H, W), bool)
+    always[20:30, 50:60] = True
+    covered = [hole | always for hole in holes]
+    plate = compose.clean_plate(images, covered)
+    assert not plate.known[always].any() and plate.known[~always].all()
+    out = remove_person(images[0], masks[0] | always, dilate=2, plate=plate)
+    assert not shows(out, PERSON).any()
+    assert np.array_equal(out[holes[0] & ~grow(always, 2)], truths[0][holes[0] & ~grow(always, 2)])
+
+
+def test_a_panning_camera_falls_back_to_inpainting():
+    images, masks, _ = still_video(shift=3)
+    plate = compose.clean_plate(images, [grow(mask, 2) for mask in masks])
+    for image, mask in zip(images, masks):
+        assert np.array_equal(
+            remove_person(image, mask, dilate=2, plate=plate), remove_person(image, mask, dilate=2)
+        )
+
+
+def test_the_clean_plate_never_reads_a_hole():
+    images, masks, _ = still_video()
+    holes = [grow(mask, 2) for mask in masks]
+    repainted = [
+        np.where(hole[..., None], np.uint8(0), image) for image, hole in zip(images, holes)
+    ]
+    first, second = compose.clean_plate(images, holes), compose.clean_plate(repainted, holes)
+    assert np.array_equal(first.pixels, second.pixels) and np.array_equal(first.known, second.known)

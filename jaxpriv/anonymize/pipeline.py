@@ -39,6 +39,8 @@ from jaxpriv.anonymize import detect, encode, histogram, readers, regions, track
 from jaxpriv.anonymize.settings import GENERATIVE_METHODS, Options
 from jaxpriv.data import schema, sensitivity
 
+PLATE_FRAMES = 16  # frames a video's background is gathered from (see `video_plate`)
+
 
 def key_seed(seed: int, key: str) -> int:
     """A per-sample seed: the same key gets the same randomness in every run and worker."""
@@ -217,10 +219,12 @@ def generate(
     persons: Sequence[readers.Person],
     key: str,
     planned=None,
+    plate=None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The realistic or avatar method on one image: (uint8 HxWx3, bool HxW new public pixels).
 
-    ``planned``: a video frame's avatars from ``Avatars.plan_video`` (else fitted here).
+    ``planned``, ``plate``: a video frame's avatars from ``Avatars.plan_video`` (else fitted
+    here) and its video's background from ``Avatars.plate`` (else inpainted).
     """
     if models.options.method == "realistic":
         keypoints = [p.keypoints for p in persons if p.keypoints is not None and not p.crowd]
@@ -229,7 +233,7 @@ def generate(
     avatars = models.avatars
     if planned is None:
         planned = avatars.plan(image.shape, persons, key)
-    return avatars.paint(image, region, planned, seed)
+    return avatars.paint(image, region, planned, seed, plate)
 
 
 def anonymize_image(
@@ -242,6 +246,7 @@ def anonymize_image(
     key: str = "",
     models: Models | None = None,
     planned=None,
+    plate=None,
 ):
     """(anonymized uint8 HxWx3, public bool HxW): the method, then the histogram fit.
 
@@ -250,7 +255,7 @@ def anonymize_image(
     the generative methods (needed for them only).
     """
     if options.method in GENERATIVE_METHODS:
-        content, new = generate(image, region, models, seed, persons, key, planned)
+        content, new = generate(image, region, models, seed, persons, key, planned, plate)
         out = torch.from_numpy(content)[None]
     else:
         random = traditional.METHODS[options.method].random
@@ -369,6 +374,19 @@ def tracked_people(
     return tracked(video, options, find, "person model")
 
 
+def video_plate(video: readers.Video, persons, options: Options, detector, avatars):
+    """The video's background for its avatars (``Avatars.plate``): each pixel's median over up to
+    :data:`PLATE_FRAMES` evenly spaced frames that do not cover it with a person's region."""
+    count = len(persons)
+    chosen = set(np.linspace(0, count - 1, min(count, PLATE_FRAMES)).round().astype(int).tolist())
+    frames, regions = [], []
+    for index, frame in enumerate(video.decode()):
+        if index in chosen:
+            frames.append(frame)
+            regions.append(find_region(persons[index], frame, options, detector)[0])
+    return avatars.plate(frames, regions)
+
+
 def process_video(
     video: readers.Video,
     options: Options,
@@ -382,7 +400,8 @@ def process_video(
     video that raises (the copy appears only once every frame decoded and enough of them for a
     clip).
 
-    Avatars are planned for the whole video first (one identity per track, smoothed poses).
+    Avatars are planned for the whole video first (one identity per track, smoothed poses),
+    and the background behind the people gathered from the frames (`video_plate`).
     """
     faces = plan = None
     persons = video.persons
@@ -400,6 +419,9 @@ def process_video(
         found = {"source": "annotations", "regions": len(tracks), "frames": len(persons)}
         found["frames_with_regions"] = sum(bool(frame) for frame in persons)
     kept = {name: [] for name in (schema.VIDEO, "sensitive", "region")}
+    plate = None
+    if options.method == "avatar":
+        plate = video_plate(video, persons, options, detector, models.avatars)
     with encode.VideoWriter(out_dir / "images" / video.key, video.frame_rate) as writer:
         for index, frame in enumerate(video.decode()):
             if options.method == "avatar" and plan is None:  # all frames' avatars, at once
@@ -419,6 +441,7 @@ def process_video(
                 key=f"{video.key}#{index}",
                 models=models,
                 planned=None if plan is None else plan[index],
+                plate=plate,
             )
             writer.write(anonymized)
             if index % options.frame_stride == 0:

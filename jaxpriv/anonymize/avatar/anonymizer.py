@@ -229,6 +229,11 @@ class Avatars:
                 plan[index].append((fitted_pose, identity))
         return plan
 
+    def plate(self, frames: Sequence[np.ndarray], regions: Sequence[np.ndarray]) -> compose.Plate:
+        """The background of a video's sampled ``frames`` (`compose.clean_plate`), the person
+        ``regions`` grown as step 4 grows them."""
+        return compose.clean_plate(frames, [compose.grow(r, self.dilate) for r in regions])
+
     def meshes(self, planned: Planned) -> list:
         """The camera-frame meshes of the planned avatars, coloured by their identities."""
         with torch.no_grad():
@@ -238,17 +243,24 @@ class Avatars:
             ]
 
     def paint(
-        self, image: np.ndarray, region: np.ndarray, planned: Planned, seed: int
+        self,
+        image: np.ndarray,
+        region: np.ndarray,
+        planned: Planned,
+        seed: int,
+        plate: compose.Plate | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Steps 3–6 for one image: (uint8 [H, W, 3], bool [H, W] public avatar pixels, see
-        `compose.merge`)."""
+        `compose.merge`). ``plate``: the video's background (:meth:`plate`) for step 4."""
         height, width = image.shape[:2]
         meshes = self.meshes(planned)
         rendering = self.renderer.render(meshes, Camera.for_image(height, width), height, width)
         method = (
             "opencv" if self.background is None else functools.partial(self.background, seed=seed)
         )
-        background = compose.remove_person(image, region, dilate=self.dilate, method=method)
+        background = compose.remove_person(
+            image, region, dilate=self.dilate, method=method, plate=plate
+        )
         merged, public = compose.merge(background, rendering)
         if self.refine is not None:
             changed = compose.grow(region, self.dilate) | rendering.mask
