@@ -3,11 +3,13 @@
     python launch/bench_avatar.py [--repeats 3] [--clips 16]
 
 Two kinds of input: the bundled photographs (scikit-image's astronaut, 512×512, and
-matplotlib's Grace Hopper, 600×512; hand-made person polygons and keypoints from
-``tests/photo_fixtures.py``) and the embedded synthetic clips (32×32 frames, one figure each,
-each clip's track fitted in one batch). Prints the median seconds per image of each step — pose
-fit, render, background inpainting plus merge — and images/s. The body model (anny) is built
-first and not timed.
+matplotlib's Grace Hopper, 600×512), each twice — end to end from the pixels, the person found
+by the person model (its 2-D and world keypoints and mask), and from the hand-made person
+polygons and keypoints of ``tests/photo_fixtures.py`` —, and the embedded synthetic clips (32×32
+frames, one figure each, each clip's track fitted in one batch). Prints the median seconds per
+image of each step — people (the person model), pose fit, render, background inpainting plus
+merge — and images/s. The body model (anny), the person model and the renderer are loaded and
+warmed up first, untimed. Needs the person model that ``bash launch/setup.sh`` builds.
 """
 
 import argparse
@@ -18,11 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from photo_fixtures import PHOTOS, photo_person  # noqa: E402
 
-from jaxpriv.anonymize import readers  # noqa: E402
+from jaxpriv.anonymize import pipeline, readers  # noqa: E402
 from jaxpriv.anonymize.avatar import anonymizer, body, compose  # noqa: E402
 from jaxpriv.anonymize.avatar.camera import Camera  # noqa: E402
+from jaxpriv.anonymize.person_model import PersonModel  # noqa: E402
 
 
 def timed(fn, *args, **kwargs):
@@ -44,18 +49,26 @@ def steps(avatars, image, region, planned) -> dict[str, float]:
     return {"render": render_s, "inpaint+merge": time.perf_counter() - start}
 
 
-def photographs(avatars, repeats: int) -> None:
+def photographs(avatars, people, repeats: int) -> None:
     for name in PHOTOS:
-        image, person = photo_person(name)
-        times: dict[str, list[float]] = {}
-        for _ in range(repeats):
-            planned, fit_s = timed(avatars.plan, image.shape, [person], name)
-            for step, seconds in {
-                "fit": fit_s,
-                **steps(avatars, image, person.mask, planned),
-            }.items():
-                times.setdefault(step, []).append(seconds)
-        report(f"{name} {image.shape[1]}×{image.shape[0]}", times)
+        image, annotated = photo_person(name)
+        size = f"{image.shape[1]}×{image.shape[0]}"
+        for source in ("person model", "annotations"):
+            times: dict[str, list[float]] = {}
+            for _ in range(repeats):
+                if source == "person model":
+                    (persons, _), people_s = timed(pipeline.model_people, image, people)
+                    times.setdefault("people", []).append(people_s)
+                else:
+                    persons = [annotated]
+                planned, fit_s = timed(avatars.plan, image.shape, persons, name)
+                region = np.any([p.mask for p in persons], axis=0)
+                for step, seconds in {
+                    "fit": fit_s,
+                    **steps(avatars, image, region, planned),
+                }.items():
+                    times.setdefault(step, []).append(seconds)
+            report(f"{name} {size}, {source}", times)
 
 
 def synthetic(avatars, clips: int) -> None:
@@ -81,10 +94,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per photograph (median)")
     parser.add_argument("--clips", type=int, default=16, help="synthetic clips of 4 frames")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (each anonymization worker has 1)"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     avatars = anonymizer.Avatars(body.make_body("anny"))
-    photographs(avatars, args.repeats)
+    with PersonModel() as people:
+        warm_up(avatars, people)
+        photographs(avatars, people, args.repeats)
     synthetic(avatars, args.clips)
+
+
+def warm_up(avatars, people) -> None:
+    """One untimed pass: the renderer compiles its shaders, the person model loads."""
+    image, person = photo_person(next(iter(PHOTOS)))
+    pipeline.model_people(image, people)
+    steps(avatars, image, person.mask, avatars.plan(image.shape, [person], "warm-up"))
 
 
 if __name__ == "__main__":
