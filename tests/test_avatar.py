@@ -12,6 +12,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 from layout_fixtures import coco_arguments, make_layout
 from photo_fixtures import PHOTOS, face_similarity, photo_person
 
@@ -244,3 +245,45 @@ def test_a_video_of_real_people_becomes_an_avatar_dataset_that_maskdp_trains_on(
     assert np.abs(copy[face].astype(int) - frames[0][face].astype(int)).mean() > 20
     metrics = _train_maskdp(dataset, tmp_path, "configs/video_maskdp.py")
     assert metrics["mode"] == "maskdp"
+
+
+def test_a_still_camera_video_fills_the_person_from_the_background_other_frames_show(
+    tmp_path, capsys, monkeypatch
+):
+    """The astronaut, cut out by her hand mask, walks across a still textured background: the
+    background she uncovers fills her hole in the other frames (`compose.fill_from_plate`),
+    and what it fills is that background, not a smear (compared with Telea on the same hole)."""
+    from test_anonymize_pipeline import write_video
+
+    from jaxpriv.anonymize.avatar import compose
+
+    astronaut, person = photo_person("astronaut")
+    astronaut = cv2.resize(astronaut, (256, 256), interpolation=cv2.INTER_AREA)
+    cutout = cv2.resize(person.mask.astype(np.uint8), (256, 256)) > 0
+    background = cv2.resize(skimage.data.coffee(), (448, 256), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(6):
+        frame = background.copy()
+        frame[:, 16 + 32 * i : 272 + 32 * i][cutout] = astronaut[cutout]
+        frames.append(frame)
+    write_video(tmp_path / "in" / "walk" / "across.mp4", frames)
+    filled = []
+    fill_from_plate = compose.fill_from_plate
+
+    def spy(image, holes, plate):
+        out = fill_from_plate(image, holes, plate)
+        from_plate = holes & ~out[1]
+        error = np.abs(out[0][from_plate].astype(int) - background[from_plate]).mean()
+        codec = np.abs(image[~holes].astype(int) - background[~holes]).mean()  # the same, seen
+        smear = compose.telea(image, holes)[from_plate].astype(int) - background[from_plate]
+        filled.append((int(from_plate.sum()), float(error), float(codec), np.abs(smear).mean()))
+        return out
+
+    monkeypatch.setattr(compose, "fill_from_plate", spy)
+    out = tmp_path / "a"
+    argv = ["--format", "video", "--input", str(tmp_path / "in"), "--out", str(out)]
+    _anonymize(argv + ["--clip-frames", "2", "--frame-stride", "1", "--size", "32"], capsys)
+    assert len(filled) == 6
+    for pixels, error, codec, smear in filled:
+        # The true background up to the codec's error (~8 levels), where Telea smears (55-85).
+        assert pixels > 20000 and error < codec + 2.5 and smear > 4 * error
