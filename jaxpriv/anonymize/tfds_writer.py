@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxpriv.data import schema
-from jaxpriv.data.tfds_builder import example_features, prepare
+from jaxpriv.data.tfds_builder import DeterministicRecords, example_features, prepare
 
 SPLITS = ("train", "test")
 MASKS = (schema.SENSITIVE, "region")
@@ -32,7 +32,7 @@ class AnonymizedConfig(tfds.core.BuilderConfig):
     splits: tuple[str, ...] = SPLITS  # the non-empty ones (TFDS refuses empty splits)
 
 
-class Anonymized(tfds.core.GeneratorBasedBuilder):
+class Anonymized(DeterministicRecords, tfds.core.GeneratorBasedBuilder):
     """Images or video clips with people anonymized by jaxpriv, and per-pixel sensitivity masks."""
 
     VERSION = tfds.core.Version("1.0.0")

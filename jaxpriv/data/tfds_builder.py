@@ -12,7 +12,9 @@ Pixels and masks are stored as `tfds.features.Tensor(encoding="bytes")`: raw
 bytes decoded with numpy (`tfds.features.Image` needs TensorFlow, and the
 default encoding widens every uint8 to an int64 and writes ~15x slower).
 Records keep the generation order (`disable_shuffling`), so record `i` of a
-split is example `i` of `generate_split(config, split)`.
+split is example `i` of `generate_split(config, split)`, and are serialized with
+their feature map sorted (`DeterministicRecords`): the same examples give the same
+bytes in every process (protobuf orders a map by a per-process hash otherwise).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import writer
+from tensorflow_datasets.proto import tf_example_pb2
 
 from jaxpriv.data import schema, synthetic
 
@@ -93,7 +97,26 @@ def _features(kind: str, frames: int) -> tfds.features.FeaturesDict:
     )
 
 
-class SyntheticActions(tfds.core.GeneratorBasedBuilder):
+class _SortedExampleWriter(writer.ExampleWriter):
+    """Writes each serialized ``tf.train.Example`` again with its feature map in key order."""
+
+    def write(self, path, examples):
+        return super().write(path, ((key, _sorted(record)) for key, record in examples))
+
+
+def _sorted(record: bytes) -> bytes:
+    return tf_example_pb2.Example.FromString(record).SerializeToString(deterministic=True)
+
+
+class DeterministicRecords:
+    """A mixin for ``tfds.core.GeneratorBasedBuilder`` (first among the bases): records
+    byte-identical from one process to the next, through TFDS' ``_example_writer`` hook."""
+
+    def _example_writer(self) -> writer.ExampleWriter:
+        return _SortedExampleWriter(file_format=self.info.file_format)
+
+
+class SyntheticActions(DeterministicRecords, tfds.core.GeneratorBasedBuilder):
     """Synthetic avatars performing one of 4 actions in one of 2 contexts."""
 
     VERSION = tfds.core.Version("1.1.0")
