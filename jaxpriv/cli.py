@@ -149,7 +149,7 @@ def _audit(args, overrides):
 
 def _anonymize(args, overrides):
     _no_overrides(overrides)
-    from jaxpriv.anonymize import runner
+    from jaxpriv.anonymize import runner, tasks
     from jaxpriv.data import synthetic
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings.Options)}
@@ -169,6 +169,7 @@ def _anonymize(args, overrides):
             size=synthetic.DEFAULT_SIZE, clip_frames=args.frames, frame_stride=1
         )
     ignored = layouts.ignored_files(args.format, args.input)
+    task = tasks.from_environment(args.task_index, args.num_tasks)
     summary = runner.run(
         units,
         args.out,
@@ -179,7 +180,15 @@ def _anonymize(args, overrides):
         progress=not args.no_progress,
         input_root=args.input,
         ignored=ignored,
+        task=task,
+        finish_only=args.finalize,
     )
+    if summary is None:
+        print(
+            f"task {task.index} of {task.count}: its shards are written in {args.out}; the "
+            "run is finished by the last task to end (or by --finalize)"
+        )
+        return
     records, inputs = summary["records"], summary["inputs"]
     print(
         f"anonymized {inputs['anonymized']} of {len(units)} inputs into "
@@ -385,6 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="skip",
         help="corrupt, truncated or unreadable files and broken annotations: skip and list "
         "them, or stop (default skip)",
+    )
+    anonymize.add_argument(
+        "--num-tasks",
+        type=int,
+        help="split the run over this many tasks, each running this same command with its "
+        "--task-index (default: SLURM_ARRAY_TASK_COUNT in a SLURM array, else 1); a task "
+        "processes the shards i with i %% num-tasks == task-index, resumes on its own, and the "
+        "last one to finish writes the dataset, once",
+    )
+    anonymize.add_argument(
+        "--task-index",
+        type=int,
+        help="this task's index, 0 to num-tasks - 1 (default: SLURM_ARRAY_TASK_ID - "
+        "SLURM_ARRAY_TASK_MIN, or Kubernetes' JOB_COMPLETION_INDEX, else 0)",
+    )
+    anonymize.add_argument(
+        "--finalize",
+        action="store_true",
+        help="process nothing: write the dataset of a run whose shards are all written (else "
+        "name the missing shards and write nothing)",
     )
     anonymize.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     anonymize.set_defaults(run=_anonymize)

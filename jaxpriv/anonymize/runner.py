@@ -5,7 +5,8 @@ A run over images (`readers.Sample`) or videos (`readers.Video`) writes into ``o
 * ``images/<key>``: the drop-in copy (`pipeline.process_sample`, `pipeline.process_video`);
 * ``.shards/shard-NNNNN.npz``: per-shard records and per-input reports, written to a temporary
   name and renamed when complete. A rerun skips finished shards (resume after an interrupt) and
-  refuses an ``out_dir`` started with other options or inputs, saying what differs;
+  refuses an ``out_dir`` started with other options or inputs, saying what differs. A run may
+  be split over tasks (`tasks`), each writing its own shards; the last to finish goes on:
 * ``tfds/``: the TFDS dataset (ArrayRecord) built from the shards once all are done. TFDS writes
   into an ``incomplete.*`` folder and renames it, so an unfinished dataset is never listed;
 * ``inputs.jsonl``: one line per input — ``key``, ``status`` (``anonymized``, ``kept``: the
@@ -14,9 +15,9 @@ A run over images (`readers.Sample`) or videos (`readers.Video`) writes into ``o
   annotated, faces detected, or face tracks of a video), the detector's ``confidence`` (its
   scores; a video's lowest and highest), the quarter ``turns`` at which faces were found, a
   video's ``frames`` and ``frames_with_regions``, and for skipped inputs the ``error``;
-* ``summary.json`` (written last): record counts, the ``skipped`` inputs with their reasons,
-  the inputs where ``nothing_found``, the ``ignored_files`` of the input folder (not images or
-  videos), and the options.
+* ``summary.json`` (written last, once, under the run's finish lock): record counts, the
+  ``skipped`` inputs with their reasons, the inputs where ``nothing_found``, the
+  ``ignored_files`` of the input folder (not images or videos), and the options.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 import tqdm
 
-from jaxpriv.anonymize import detect, pipeline, readers
+from jaxpriv.anonymize import detect, pipeline, readers, tasks
 from jaxpriv.anonymize.settings import ON_ERROR, Options
 from jaxpriv.anonymize.tfds_writer import write_tfds
 from jaxpriv.data import schema
@@ -123,6 +124,8 @@ def _describe_difference(earlier: dict, run: dict, finished: bool) -> str:
         for name, value in run["options"].items()
         if earlier["options"].get(name) != value
     ]
+    if earlier.get("shard_size") != run["shard_size"]:
+        changes.append(f"shard size: {earlier.get('shard_size')} then, {run['shard_size']} now")
     old, new = set(earlier["inputs"]), set(run["inputs"])
     for word, keys in (("added", sorted(new - old)), ("removed", sorted(old - new))):
         if keys:
@@ -132,9 +135,10 @@ def _describe_difference(earlier: dict, run: dict, finished: bool) -> str:
     return f"it holds a {state} run with other settings ({'; '.join(changes)})"
 
 
-def _claim(out_dir: Path, options: Options, keys: Sequence[str]) -> None:
-    """Records the run's options and inputs in ``out_dir``; refuses a different earlier run."""
-    run = {"options": dataclasses.asdict(options), "inputs": list(keys)}
+def _claim(out_dir: Path, run: dict, *, write: bool = True) -> None:
+    """Records the run (options, inputs, sharding) in ``out_dir``, or checks that the one there
+    is this one; refuses a different earlier run. Tasks of one partitioned run all claim it:
+    the same content, written atomically. ``write=False``: the run must be there already."""
     path = out_dir / ".shards" / "run.json"
     if path.exists():
         earlier = json.loads(path.read_text())
@@ -145,8 +149,11 @@ def _claim(out_dir: Path, options: Options, keys: Sequence[str]) -> None:
                 "folder or delete it"
             )
         return
+    if not write:
+        raise ValueError(f"{out_dir}: no run to finish there (no .shards/run.json)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run, indent=1))
+    text = json.dumps(run, indent=1).encode()
+    _write_atomically(path, lambda file: file.write(text))
 
 
 def check_region_source(units: Sequence[Unit], options: Options) -> None:
@@ -188,11 +195,17 @@ def run(
     progress: bool = True,
     input_root: str | os.PathLike | None = None,
     ignored: Sequence[str] = (),
-) -> dict:
+    task: tasks.Task | None = None,
+    finish_only: bool = False,
+) -> dict | None:
     """Anonymizes images or videos into ``out_dir`` (see the module docstring); returns the
-    summary. ``shard_size``: inputs per shard (default 64 images or 1 video). ``input_root``:
-    the input folder, which must not contain ``out_dir``; ``ignored``: its files that were not
-    read (listed in the summary). ``options``: default `Options()`."""
+    summary, or None while shards of other tasks are missing. ``shard_size``: inputs per shard
+    (default 64 images or 1 video). ``input_root``: the input folder, which must not contain
+    ``out_dir``; ``ignored``: its files that were not read (listed in the summary).
+    ``options``: default `Options()`. ``task``: this process's part of a run split over
+    several tasks (`tasks`); the one that finds every shard written finishes the run.
+    ``finish_only``: process nothing, finish a run whose shards are all written (else a
+    ValueError names the missing ones, and nothing is written)."""
     options = options or Options()
     options.check()
     if options.detector == "auto":  # record the backend, so a resume cannot switch it
@@ -217,18 +230,61 @@ def run(
         )
     if shard_size is None:
         shard_size = 1 if isinstance(units[0], readers.Video) else 64
-    _claim(out_dir, options, keys)
+    run = {"options": dataclasses.asdict(options), "inputs": keys, "shard_size": shard_size}
+    _claim(out_dir, run, write=not finish_only)
     shards = [units[i : i + shard_size] for i in range(0, len(units), shard_size)]
-    todo = [i for i in range(len(shards)) if not shard_path(out_dir, i).exists()]
+    task = task or tasks.Task()
+    if not finish_only:
+        _run_task(shards, task, out_dir, options, workers, on_error, progress)
+    missing = [i for i in range(len(shards)) if not shard_path(out_dir, i).exists()]
+    if missing and finish_only:
+        raise ValueError(_missing_shards(out_dir, missing, shards, task))
+    if missing:
+        return None
+    with tasks.finishing(out_dir / ".shards"):
+        if (out_dir / "summary.json").exists():  # another task finished the run
+            tqdm.tqdm.write(f"{out_dir}: the run was finished already; nothing written")
+            return json.loads((out_dir / "summary.json").read_text())
+        return _finish(out_dir, options, len(shards), list(ignored))
+
+
+def _run_task(
+    shards: list[list[Unit]],
+    task: tasks.Task,
+    out_dir: Path,
+    options: Options,
+    workers: int,
+    on_error: str,
+    progress: bool,
+) -> None:
+    """Processes the shards of ``task`` not written yet."""
+    mine = [i for i in range(len(shards)) if task.owns(i)]
+    todo = [i for i in mine if not shard_path(out_dir, i).exists()]
     jobs = [(i, shards[i], on_error) for i in todo]
-    done = len(units) - sum(len(shards[i]) for i in todo)
-    unit_name = "video" if isinstance(units[0], readers.Video) else "img"
+    total = sum(len(shards[i]) for i in mine)
+    done = total - sum(len(shards[i]) for i in todo)
+    unit_name = "video" if isinstance(shards[0][0], readers.Video) else "img"
+    description = "anonymize" if task.count == 1 else f"task {task.index}/{task.count}"
     with tqdm.tqdm(
-        total=len(units), initial=done, unit=unit_name, desc="anonymize", disable=not progress
+        total=total, initial=done, unit=unit_name, desc=description, disable=not progress
     ) as bar:
         for index in _run_shards(jobs, workers, options, out_dir):
             bar.update(len(shards[index]))
-    return _finish(out_dir, options, len(shards), list(ignored))
+
+
+def _missing_shards(out_dir: Path, missing: list[int], shards: list, task: tasks.Task) -> str:
+    """Why a run cannot be finished yet, naming the shards not written and their first inputs."""
+    shown = ", ".join(f"{i} ({shards[i][0].key}…)" for i in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    owners = ""
+    if task.count > 1:
+        owners = (
+            f" (of tasks {', '.join(str(t) for t in sorted({task.owner(i) for i in missing}))})"
+        )
+    return (
+        f"cannot finish {out_dir}: {len(missing)} of {len(shards)} shards are not written: "
+        f"{shown}{more}{owners}; run those tasks (a rerun resumes) and finish again"
+    )
 
 
 def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> Iterator[int]:
@@ -266,8 +322,9 @@ def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> It
 
 
 def _write_atomically(path: Path, write) -> None:
-    """Calls ``write(binary file)`` on a temporary file that then becomes ``path``."""
-    temporary = path.with_name(f".{path.name}.partial")
+    """Calls ``write(binary file)`` on a temporary file (named for this process: tasks may
+    write the same file at once) that then becomes ``path``."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     with open(temporary, "wb") as file:
         write(file)
     os.replace(temporary, path)
