@@ -76,26 +76,32 @@ def test_fitting_recovers_a_known_pose_from_its_projected_keypoints(smplh, orien
     assert joint_errors(smplh, start, truth)[1] > 2 * ROOT_ALIGNED_ERROR  # the fit did the work
 
 
-def test_fitting_anny_recovers_a_known_pose_with_a_free_shape():
-    anny = body.make_body("anny")
-    rotations = torch.zeros(anny.num_pose)
+def anny_pose(anny, orient, rotations: dict[str, list[float]]) -> pose.FittedPose:
+    """anny with the given bones turned (axis-angle in its axes: y is the forward axis), 4 m
+    in front of the camera."""
+    pose_parameters = torch.zeros(anny.num_pose)
     bones = list(body.ANNY_POSED_BONES)
-    # (bone, rotation): arms raised and bent, a leg apart, in anny's axes (y: the forward axis).
-    for bone, rotation in [
-        ("upperarm01.L", [0.0, -1.0, 0.0]),
-        ("lowerarm01.L", [0.0, -0.8, 0.0]),
-        ("upperarm01.R", [0.0, 0.5, 0.0]),
-        ("lowerarm01.R", [0.0, -0.7, 0.0]),
-        ("upperleg01.R", [0.0, 0.25, 0.0]),
-    ]:
+    for bone, rotation in rotations.items():
         index = 3 * bones.index(bone)
-        rotations[index : index + 3] = torch.tensor(rotation)
-    truth = pose.FittedPose(
-        torch.tensor([[0.05, 0.1, 0.15]]),
-        rotations[None],
+        pose_parameters[index : index + 3] = torch.tensor(rotation)
+    return pose.FittedPose(
+        torch.tensor([orient]),
+        pose_parameters[None],
         anny.neutral_shape[None],
         torch.tensor([[0.1, 0.2, 4.0]]),
     )
+
+
+def test_fitting_anny_recovers_a_known_pose_with_a_free_shape():
+    anny = body.make_body("anny")
+    arms_raised_and_bent_a_leg_apart = {
+        "upperarm01.L": [0.0, -1.0, 0.0],
+        "lowerarm01.L": [0.0, -0.8, 0.0],
+        "upperarm01.R": [0.0, 0.5, 0.0],
+        "lowerarm01.R": [0.0, -0.7, 0.0],
+        "upperleg01.R": [0.0, 0.25, 0.0],
+    }
+    truth = anny_pose(anny, [0.05, 0.1, 0.15], arms_raised_and_bent_a_leg_apart)
     keypoints = projected(anny, truth)
     fitted = pose.fit_pose(anny, keypoints, CAMERA)
     assert float(pose.reprojection_error(anny, fitted, keypoints, CAMERA)) < 1.0  # px
@@ -113,24 +119,15 @@ def test_world_keypoints_settle_the_pose_in_fewer_steps():
     as MediaPipe gives them) the fit finds the true 3-D pose in 20 L-BFGS steps; from the
     neutral start it has not after 40."""
     anny = body.make_body("anny")
-    rotations = torch.zeros(anny.num_pose)
-    bones = list(body.ANNY_POSED_BONES)
-    for bone, rotation in [
-        ("upperarm01.L", [0.0, -1.0, 0.0]),
-        ("lowerarm01.L", [0.0, -0.8, 0.0]),
-        ("upperarm01.R", [0.8, 0.5, 0.0]),  # forward
-        ("lowerarm01.R", [0.0, -0.7, 0.0]),
-        ("upperleg01.R", [0.6, 0.25, 0.0]),
-        ("lowerleg01.R", [-0.9, 0.0, 0.0]),
-    ]:
-        index = 3 * bones.index(bone)
-        rotations[index : index + 3] = torch.tensor(rotation)
-    truth = pose.FittedPose(
-        torch.tensor([[0.05, -1.2, 0.1]]),
-        rotations[None],
-        anny.neutral_shape[None],
-        torch.tensor([[0.1, 0.2, 4.0]]),
-    )
+    arm_forward_knee_bent = {
+        "upperarm01.L": [0.0, -1.0, 0.0],
+        "lowerarm01.L": [0.0, -0.8, 0.0],
+        "upperarm01.R": [0.8, 0.5, 0.0],  # forward
+        "lowerarm01.R": [0.0, -0.7, 0.0],
+        "upperleg01.R": [0.6, 0.25, 0.0],
+        "lowerleg01.R": [-0.9, 0.0, 0.0],
+    }
+    truth = anny_pose(anny, [0.05, -1.2, 0.1], arm_forward_knee_bent)
     keypoints = projected(anny, truth)
     with torch.no_grad():
         _, points = truth.posed(anny)
