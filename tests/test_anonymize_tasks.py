@@ -7,6 +7,7 @@ its finishing step while another task tries to finish too.
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
 import os
@@ -150,3 +151,22 @@ def test_tasks_own_every_shard_once_and_bad_tasks_are_refused():
         tasks.from_environment(environ={"JOB_COMPLETION_INDEX": "1"})
     with pytest.raises(ValueError, match="without --task-index"):
         tasks.from_environment(None, 4, environ={})
+
+
+def test_workers_take_the_visible_gpus_in_turn_and_the_device_is_recorded(tmp_path, monkeypatch):
+    from jaxpriv.anonymize import pipeline
+
+    monkeypatch.setattr(pipeline.torch.cuda, "device_count", lambda: 4)
+    cuda = Options(device="cuda")
+    assert [pipeline.Models(cuda, slot).device for slot in range(6)] == [
+        "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"
+    ]  # fmt: skip
+    assert pipeline.Models(Options(device="cpu"), 3).device == "cpu"
+    units = readers.read_synthetic(2, seed=0, frames=4, size=32)
+    options = Options(method="pixelate", size=32, clip_frames=4, frame_stride=1)
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="--device cuda: no CUDA device is visible"):
+        runner.run(units, tmp_path / "gpu", dataclasses.replace(options, device="cuda"))
+    runner.run(units, tmp_path / "out", options, workers=1, progress=False)
+    claimed = json.loads((tmp_path / "out" / ".shards" / "run.json").read_text())
+    assert claimed["options"]["device"] == "cpu"  # "auto", resolved once for every task

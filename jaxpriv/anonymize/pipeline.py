@@ -174,17 +174,27 @@ def is_public_content(options: Options) -> bool:
 
 
 class Models:
-    """The models of the generative methods, built on first use (once per worker process)."""
+    """The models of the generative methods, built on first use (once per worker process).
 
-    def __init__(self, options: Options):
+    ``slot``: the worker's number; with ``options.device == "cuda"`` the diffusion models go to
+    the GPU ``slot`` modulo the visible ones."""
+
+    def __init__(self, options: Options, slot: int = 0):
         self.options = options
+        self.slot = slot
+
+    @property
+    def device(self) -> str:
+        if self.options.device == "cuda":
+            return f"cuda:{self.slot % torch.cuda.device_count()}"
+        return "cpu"
 
     @functools.cached_property
     def inpainter(self):
         from jaxpriv.anonymize import realistic
 
         pipe = realistic.load_pipeline(
-            self.options.weights, controlnet=self.options.controlnet or None
+            self.options.weights, controlnet=self.options.controlnet or None, device=self.device
         )
         histogram = "latent" if self.options.histogram == "latent" else "none"
         return realistic.Inpainter(pipe, steps=self.options.diffusion_steps, histogram=histogram)

@@ -44,9 +44,16 @@ RECORD_ERRORS = (ValueError, OSError)  # corrupt images, bad annotations, unread
 _WORKER: dict = {}
 
 
-def _init_worker(options: Options, out_dir: Path, threads: int) -> None:
+def _init_worker(options: Options, out_dir: Path, threads: int, slots=None) -> None:
+    """Sets up a worker process; ``slots``: a shared counter that numbers the pool's workers
+    (this process is worker 0), whose number picks its GPU."""
     torch.set_num_threads(threads)
-    models = pipeline.Models(options)
+    slot = 0
+    if slots is not None:
+        with slots.get_lock():
+            slots.value += 1
+            slot = slots.value
+    models = pipeline.Models(options, slot)
     _WORKER.update(options=options, out_dir=out_dir, detector=None, people=None, models=models)
 
 
@@ -210,6 +217,12 @@ def run(
     options.check()
     if options.detector == "auto":  # record the backend, so a resume cannot switch it
         options = dataclasses.replace(options, detector=detect.auto_backend())
+    if options.device == "auto":  # the same: fp16 on GPU and fp32 on CPU differ
+        options = dataclasses.replace(
+            options, device="cuda" if torch.cuda.is_available() else "cpu"
+        )
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible to this process")
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if workers < 1:
@@ -303,7 +316,8 @@ def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> It
                 yield _run_shard(pending.popleft())
             return
         context = multiprocessing.get_context("spawn")
-        with context.Pool(workers - 1, _init_worker, (options, out_dir, 1)) as pool:
+        slots = context.Value("i", 0)
+        with context.Pool(workers - 1, _init_worker, (options, out_dir, 1, slots)) as pool:
             running: collections.deque = collections.deque()
             while pending or running:
                 while pending and len(running) < 2 * (workers - 1):

@@ -17,6 +17,7 @@ METHOD_NAMES = (*TRADITIONAL_METHODS, *GENERATIVE_METHODS)
 IF_NONE = ("skip", "keep", "fail")
 PEOPLE = ("auto", "annotations", "model")
 ON_ERROR = ("skip", "fail")  # a run's handling of unreadable inputs (not an Options field)
+DEVICES = ("auto", "cuda", "cpu")
 SIZE_MISMATCH = ("skip", "rescale")
 HISTOGRAM_MODES = ("none", "equalize", "match", "latent")
 BODIES = ("anny", "smplh")
@@ -98,6 +99,14 @@ class Options:
         "", "realistic: a local pose ControlNet folder; the person's skeleton conditions it"
     )
     diffusion_steps: int = _option(20, "realistic, avatar with --weights: denoising steps")
+    device: str = _option(
+        "auto",
+        "where the diffusion models run: cuda (each worker process of a task takes the next "
+        "visible GPU, round robin: run as many workers as GPUs, or one task per GPU), cpu, or "
+        "auto (cuda if there is a GPU, recorded so that every task and resume uses the same); "
+        "pose fitting and the person model stay on the CPU",
+        DEVICES,
+    )
     body: str = _option(
         "anny",
         "avatar: body model; anny (its CC0 data ships in its wheel, works offline) or smplh "
