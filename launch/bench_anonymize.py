@@ -11,12 +11,18 @@ what it costs on real datasets; random noise would cost ~2x more). ``--faces N``
 face path of a folder without annotations (the face detector on every image; 2 workers) on N
 such photographs, with and without the search on turned copies where nothing is found upright,
 and counts the images where faces were found only turned and where none were found.
+``--tasks N`` times ``jaxpriv anonymize`` split over 1 and over N tasks (separate processes of
+one worker and one thread each, started together, as a SLURM array would run them; the last
+writes the dataset) on the ``--pipeline`` photographs (default 600), with ``--tasks-method``.
 """
 
 import argparse
 import functools
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -123,6 +129,29 @@ def pipeline_images_per_second(method: str, root: Path, annotations: Path) -> fl
         return len(samples) / (time.perf_counter() - start)
 
 
+def tasks_images_per_second(method: str, root: Path, annotations: Path, tasks: int) -> float:
+    """images/s of ``jaxpriv anonymize`` run as ``tasks`` processes at once, start to dataset."""
+    count = len(json.loads(annotations.read_text())["images"])
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "jaxpriv.cli", "anonymize", "--format", "coco"]
+        command += ["--input", str(root), "--annotations", str(annotations), "--out", out]
+        command += ["--region", "body", "--method", method, "--test-fraction", "0"]
+        command += ["--workers", "1", "--no-progress", "--num-tasks", str(tasks)]
+        environ = {**os.environ, "OMP_NUM_THREADS": "1"}  # a core each, as a cluster gives
+        start = time.perf_counter()
+        running = [
+            subprocess.Popen(
+                [*command, "--task-index", str(i)], stdout=subprocess.DEVNULL, env=environ
+            )
+            for i in range(tasks)
+        ]
+        if any(process.wait() for process in running):
+            raise RuntimeError("a task failed")
+        seconds = time.perf_counter() - start
+        assert (Path(out) / "summary.json").exists()
+    return count / seconds
+
+
 def face_search_cost(root: Path, search: bool) -> tuple[float, list[dict]]:
     """(images/s, per-input reports) of blurring faces found by the default detector."""
     samples = readers.read_folder(root)
@@ -155,6 +184,16 @@ def main():
         metavar="N",
         help="also time the face detector path with and without the rotated-face search on N "
         "photographs (0: skip)",
+    )
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the command split over N tasks against one task (0: skip)",
+    )
+    parser.add_argument(
+        "--tasks-method", default="blur", help="the method of --tasks (default blur)"
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,6 +230,21 @@ def main():
             for name in GOAL_METHODS:
                 rate = pipeline_images_per_second(name, Path(root), annotations)
                 print(f"  {name:18s} {rate:8.1f} images/s ({rate / GOAL:.2f}x the goal)")
+    if args.tasks:
+        count = args.pipeline or 600
+        generator = torch.Generator().manual_seed(1)
+        images = photographs(count, args.size, generator)
+        masks = person_masks(count, args.size, generator)
+        with tempfile.TemporaryDirectory() as root:
+            annotations = write_coco_folder(Path(root), images, masks)
+            rates = {
+                tasks: tasks_images_per_second(args.tasks_method, Path(root), annotations, tasks)
+                for tasks in (1, args.tasks)
+            }
+        print(f"jaxpriv anonymize --method {args.tasks_method}, {count} JPEG photographs:")
+        for tasks, rate in rates.items():
+            print(f"  {tasks} task(s) of 1 worker, 1 thread: {rate:8.1f} images/s")
+        print(f"  speed-up of {args.tasks} tasks: {rates[args.tasks] / rates[1]:.2f}x")
     if args.faces:
         generator = torch.Generator().manual_seed(2)
         with tempfile.TemporaryDirectory() as root:

@@ -228,7 +228,29 @@ def test_tpu_pod_script_runs_the_same_train_command_on_every_worker(tmp_path):
     ]  # as the worker's shell reads it
 
 
-@pytest.mark.parametrize("script", ["launch/local.sh", "launch/slurm.sbatch", "launch/tpu_pod.sh"])
+def test_the_anonymization_array_prints_the_command_every_task_runs():
+    arguments = ["--format", "folder", "--input", "photos of people", "--out", "out dir"]
+    done = launch("launch/anonymize.sbatch", "--dry-run", *arguments, "--method", "avatar")
+    assert done.returncode == 0, done.stderr
+    (command,) = done.stdout.splitlines()
+    assert shlex.split(command) == [
+        ".venv/bin/jaxpriv",
+        "anonymize",
+        "--device",
+        "cuda",
+        "--workers",
+        "1",
+        "--no-progress",
+        *arguments,
+        "--method",
+        "avatar",
+    ]  # each array task finds its --task-index and --num-tasks in SLURM's environment
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["launch/local.sh", "launch/slurm.sbatch", "launch/tpu_pod.sh", "launch/anonymize.sbatch"],
+)
 def test_launch_scripts_explain_their_usage(script):
     done = launch(script)
     assert done.returncode == 2
