@@ -6,7 +6,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from photo_fixtures import PHOTOS, photo_person
+from photo_fixtures import PHOTOS, face_similarity, photo_person
 
 from jaxpriv.anonymize import pipeline, readers, runner
 
@@ -50,6 +50,24 @@ def test_every_person_of_a_plain_folder_is_masked_out_and_no_one_is_skipped(phot
         if halves == 2:  # and Grace Hopper, right of her
             assert masked[:, outline.shape[1] :].mean() > 0.3
         assert masked[:40, :40].mean() < 0.05  # the top left corner is not a person
+
+
+def test_every_person_of_a_plain_folder_becomes_an_avatar(photo_folder, tmp_path):
+    """No annotations: the person model finds both people of the pair, each becomes an avatar
+    posed from its 2-D and world keypoints, and neither real face remains."""
+    root, images = photo_folder
+    options = pipeline.Options(region="body", method="avatar", size=32, test_fraction=0.0)
+    summary = runner.run(readers.read_folder(root), tmp_path / "out", options, workers=1)
+    assert summary["inputs"] == {"anonymized": 2, "kept": 0, "skipped": 1}
+    pair = images["people/pair.png"]
+    copy = readers.load_image(tmp_path / "out" / "images" / "people/pair.png")
+    scale = pair.shape[0] / photo_person("grace_hopper")[0].shape[0]
+    x0, y0, x1, y1 = (v * scale for v in PHOTOS["grace_hopper"][2])
+    astronaut_width = images["people/astronaut.png"].shape[1]
+    faces = [PHOTOS["astronaut"][2], (x0 + astronaut_width, y0, x1 + astronaut_width, y1)]
+    for face in faces:
+        assert face_similarity(pair, pair, face) > 0.99
+        assert face_similarity(copy, pair, face) < 0.5  # the avatar's face is not theirs
 
 
 def test_people_in_a_video_keep_one_track_each(photo_folder, tmp_path):
