@@ -394,6 +394,8 @@ def video_plate(video: readers.Video, persons, options: Options, detector, avata
         if index in chosen:
             frames.append(frame)
             regions.append(find_region(persons[index], frame, options, detector)[0])
+        if index == max(chosen):
+            break
     return avatars.plate(frames, regions)
 
 

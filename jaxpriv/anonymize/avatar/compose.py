@@ -9,10 +9,10 @@ Per image, uint8 ``[H, W, 3]`` numpy arrays and bool ``[H, W]`` masks::
 Every pixel of ``person_mask`` then holds either the avatar or filled-in background, never the
 original. In a video shot by a still camera, the background behind a person is mostly seen in
 other frames: :func:`clean_plate` gathers it, and ``remove_person(..., plate=)`` fills the hole
-from it, inpainting only what no frame shows. An optional diffusion refinement (the img2img wrapper, ``img2img(image, strength,
-seed) -> image``) may follow; it alters every pixel, so paste its output back inside the
-changed region only (the grown person mask and ``rendering.mask``) to keep the rest
-bit-identical.
+from it, inpainting only what no frame shows. An optional diffusion refinement (the img2img
+wrapper, ``img2img(image, strength, seed) -> image``) may follow; it alters every pixel, so
+paste its output back inside the changed region only (the grown person mask and
+``rendering.mask``) to keep the rest bit-identical.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def remove_person(
     method: Literal["opencv"] | Inpainter = "opencv",
     plate: Plate | None = None,
 ) -> np.ndarray:
-    """``image`` with the persons of ``mask`` replaced by inpainted background, uint8 ``[H, W, 3]``.
+    """``image`` with the persons of ``mask`` replaced by background, uint8 ``[H, W, 3]``.
 
     The mask is first grown by ``dilate`` px: a detector's mask stops at or inside the person's
     outline, and the ring just outside it (soft edges, hair, motion blur, compression halo) still
