@@ -39,7 +39,7 @@ def lingering_finish(*args):
     print("FINISHING", flush=True)
     time.sleep(linger)
     return finish(*args)
-runner.os.replace = dying_replace
+os.replace = dying_replace
 runner._finish = lingering_finish
 cli.main(sys.argv[1:])
 """
@@ -83,13 +83,13 @@ def test_three_tasks_one_killed_and_rerun_write_what_one_process_writes(tmp_path
     assert killed.returncode == -9
     assert (split / ".shards" / "shard-00001.npz").exists()
     assert not (split / ".shards" / "shard-00004.npz").exists()
-    assert list((split / ".shards").glob(".shard-00004.npz.*.partial"))  # left mid-write
+    assert list((split / ".shards").glob(".shard-00004.npz.*.partial.npz"))  # left mid-write
     for index in ("0", "2"):
         assert "its shards are written" in finished(task(split, *three, index))
     assert not (split / "summary.json").exists() and not (split / "tfds").exists()
     rerun = finished(task(split, *three, "1"))  # resumes, and being last, finishes the run
     assert f"anonymized {CLIPS} of {CLIPS} inputs" in rerun
-    for partial in (split / ".shards").glob(".*.partial"):
+    for partial in (split / ".shards").glob(".*.partial.npz"):
         partial.unlink()  # the killed task's half-written shard, never read
     same_tree(single, split)
 

@@ -1,12 +1,14 @@
-"""Writing the drop-in copy: anonymized images and videos that appear only when whole.
+"""Files that appear only when whole: the drop-in copy's images and videos, and the rest.
 
-Every file is written under a temporary name (``.<name>.partial<suffix>``) and renamed, so an
-interrupted run never leaves a half-written image or video under its real name.
+Every file is written under a temporary name (`atomic_path`) and renamed, so an interrupted run
+never leaves a half-written image, video, shard or report under its real name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -14,20 +16,29 @@ import cv2
 import numpy as np
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial{path.suffix}")
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (``.<name>.<pid>.partial<suffix>``: hidden, one per
+    process, since tasks may write the same file at once, and with the suffix by which encoders
+    choose the format) that becomes ``path`` when the block ends without an error and is
+    removed when it raises. A killed process leaves it behind, never a half-written ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_image_atomically(path: Path, image: np.ndarray) -> None:
     """Writes an RGB(A) or grey image of any depth OpenCV encodes (uint8, uint16)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _partial(path)
     if image.ndim == 3:
         code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
         image = cv2.cvtColor(image, code)
-    if not cv2.imwrite(str(temporary), image):
-        raise OSError(f"cannot write {path}")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        if not cv2.imwrite(str(temporary), image):
+            raise OSError(f"cannot write {path}")
 
 
 class VideoWriter:
@@ -36,12 +47,11 @@ class VideoWriter:
 
     def __init__(self, path: Path, rate):
         self.path, self.rate = path, rate
-        self.temporary = _partial(path)
+        self.atomic = atomic_path(path)
         self.container = self.stream = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.container = av.open(str(self.temporary), "w")
+        self.container = av.open(str(self.atomic.__enter__()), "w")
         return self
 
     def write(self, frame: np.ndarray) -> None:
@@ -55,7 +65,4 @@ class VideoWriter:
         if error_type is None and self.stream is not None:
             self.container.mux(self.stream.encode())
         self.container.close()
-        if error_type is None:
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)
+        self.atomic.__exit__(error_type, error, traceback)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxpriv.anonymize import native_logs
+from jaxpriv.anonymize import encode, native_logs
 
 BUNDLE_NAME = "pose_landmarker_full.task"
 SETUP_COMMAND = "bash launch/setup.sh"
@@ -164,12 +164,8 @@ def build_bundle(wheel_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     models["pose_landmarks_detector.tflite"] = _with_metadata(
         models["pose_landmarks_detector.tflite"], _landmark_metadata()
     )
-    partial = out_dir / f".{BUNDLE_NAME}.{os.getpid()}.partial"
-    try:
-        model_asset_bundle_utils.create_model_asset_bundle(models, str(partial))
-        partial.replace(bundle)
-    finally:
-        partial.unlink(missing_ok=True)
+    with encode.atomic_path(bundle) as temporary:
+        model_asset_bundle_utils.create_model_asset_bundle(models, str(temporary))
     return bundle
 
 

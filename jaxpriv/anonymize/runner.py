@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import tqdm
 
-from jaxpriv.anonymize import detect, pipeline, readers, tasks
+from jaxpriv.anonymize import detect, encode, pipeline, readers, tasks
 from jaxpriv.anonymize.settings import ON_ERROR, Options
 from jaxpriv.anonymize.tfds_writer import write_tfds
 from jaxpriv.data import schema
@@ -117,10 +117,8 @@ def _run_shard(job: tuple[int, list[Unit], str]) -> int:
         records += unit_records
         reports.append(report)
     stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
-    _write_atomically(
-        shard_path(_WORKER["out_dir"], index),
-        lambda file: np.savez(file, inputs=json.dumps(reports), **stacked),
-    )
+    with encode.atomic_path(shard_path(_WORKER["out_dir"], index)) as temporary:
+        np.savez(temporary, inputs=json.dumps(reports), **stacked)
     return index
 
 
@@ -158,9 +156,8 @@ def _claim(out_dir: Path, run: dict, *, write: bool = True) -> None:
         return
     if not write:
         raise ValueError(f"{out_dir}: no run to finish there (no .shards/run.json)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(run, indent=1).encode()
-    _write_atomically(path, lambda file: file.write(text))
+    with encode.atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(run, indent=1))
 
 
 def check_region_source(units: Sequence[Unit], options: Options) -> None:
@@ -335,15 +332,6 @@ def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> It
             _WORKER["people"] = None
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Calls ``write(binary file)`` on a temporary file (named for this process: tasks may
-    write the same file at once) that then becomes ``path``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(temporary, "wb") as file:
-        write(file)
-    os.replace(temporary, path)
-
-
 def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> dict:
     reports, counts, labels, pixels, shape = [], {"train": 0, "test": 0}, set(), None, None
     for index in range(num_shards):
@@ -364,8 +352,8 @@ def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> 
         )
     splits = tuple(split for split, count in counts.items() if count)
     dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), num_shards, splits)
-    lines = "".join(json.dumps(report) + "\n" for report in reports)
-    _write_atomically(out_dir / "inputs.jsonl", lambda file: file.write(lines.encode()))
+    with encode.atomic_path(out_dir / "inputs.jsonl") as temporary:
+        temporary.write_text("".join(json.dumps(report) + "\n" for report in reports))
     statuses = collections.Counter(r["status"] for r in reports)
     summary = {
         "records": counts,
@@ -377,6 +365,6 @@ def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> 
         "images": str(out_dir / "images"),
         "options": dataclasses.asdict(options),
     }
-    text = json.dumps(summary, indent=1)
-    _write_atomically(out_dir / "summary.json", lambda file: file.write(text.encode()))
+    with encode.atomic_path(out_dir / "summary.json") as temporary:
+        temporary.write_text(json.dumps(summary, indent=1))
     return summary

@@ -25,6 +25,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from jaxpriv.anonymize import encode
+
 COCO_KEYPOINTS = (
     "nose",
     "left_eye",
@@ -336,12 +338,11 @@ def _load_anny(cache_dir: Path, topology: str):
     model_file = cache_dir / f"{stem}.model.safetensors"
     keypoints_file = cache_dir / f"{stem}.coco.safetensors"
     if not keypoints_file.exists():  # written last: the build is complete
-        cache_dir.mkdir(parents=True, exist_ok=True)
         data, keypoints = _build_anny(topology)
-        data.save_safetensors(f"{model_file}.partial")
-        os.replace(f"{model_file}.partial", model_file)
-        safetensors.torch.save_file({"coco": keypoints}, f"{keypoints_file}.partial")
-        os.replace(f"{keypoints_file}.partial", keypoints_file)
+        with encode.atomic_path(model_file) as temporary:
+            data.save_safetensors(str(temporary))
+        with encode.atomic_path(keypoints_file) as temporary:
+            safetensors.torch.save_file({"coco": keypoints}, str(temporary))
     keypoints = safetensors.torch.load_file(keypoints_file)["coco"]
     return ModelData.load_safetensors(model_file), keypoints
 
