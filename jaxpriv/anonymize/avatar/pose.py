@@ -34,6 +34,7 @@ BONES = (
     (6, 5), (12, 11), (5, 11), (6, 12), (5, 7), (7, 9), (6, 8), (8, 10),
     (11, 13), (13, 15), (12, 14), (14, 16),
 )  # fmt: skip
+_BONE_ENDS = torch.tensor(BONES)
 _LEFT_RIGHT = ((5, 6), (11, 12))  # the person's left and right shoulder, hip
 
 
@@ -183,18 +184,22 @@ def _reprojection_loss(
 
 def _bone_directions(keypoints: torch.Tensor) -> torch.Tensor:
     """Unit vectors ``[N, len(BONES), 3]`` along the :data:`BONES` of keypoints ``[N, 17, 3]``."""
-    bones = torch.tensor(BONES)
-    vectors = keypoints[:, bones[:, 1]] - keypoints[:, bones[:, 0]]
+    vectors = keypoints[:, _BONE_ENDS[:, 1]] - keypoints[:, _BONE_ENDS[:, 0]]
     return vectors / vectors.norm(dim=-1, keepdim=True).clamp(min=1e-6)
 
 
-def _world_loss(keypoints: torch.Tensor, world: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+def _world_bones(world: torch.Tensor, given: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bone directions ``[N, len(BONES), 3]`` of the world keypoints, bone weights ``[N,
+    len(BONES)]``: 1 where both ends are given), computed once per fit."""
+    weights = given[:, _BONE_ENDS[:, 0]] * given[:, _BONE_ENDS[:, 1]]
+    return _bone_directions(world), weights
+
+
+def _world_loss(keypoints: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor):
     """Per person ``[N]``: mean squared difference between the directions of the bones of
-    keypoints and of world keypoints (``given [N, 17]``: which world keypoints there are).
-    Directions, not positions, so that the body model's proportions need not match."""
-    bones = torch.tensor(BONES)
-    weights = given[:, bones[:, 0]] * given[:, bones[:, 1]]
-    difference = (_bone_directions(keypoints) - _bone_directions(world)).square().sum(-1)
+    keypoints and the world keypoints' (`_world_bones`). Directions, not positions, so that
+    the body model's proportions need not match."""
+    difference = (_bone_directions(keypoints) - directions).square().sum(-1)
     return (weights * difference).sum(-1) / weights.sum(-1).clamp(min=1e-6)
 
 
@@ -282,6 +287,7 @@ def fit_pose(
     if bool((count_visible(keypoints) < MIN_VISIBLE).any()):
         raise ValueError(f"fit_pose needs {MIN_VISIBLE} visible keypoints per person")
     world, world_given = _as_world(world, n)
+    world_known, world_bones = bool(world_given.any()), _world_bones(world, world_given)
     fixed_shape = shape is not None
     shape = (body.neutral_shape if shape is None else torch.as_tensor(shape)).expand(n, -1)
     if init is not None and len(init) != n:
@@ -308,7 +314,8 @@ def fit_pose(
         pose = body.neutral_pose + body.pose_scale * latent
         posed = posed_keypoints(pose, orient) + translation[:, None]
         total = _reprojection_loss(posed, camera, points, w, metres_per_pixel).sum()
-        total = total + world_weight * _world_loss(posed, world, world_given).sum()
+        if world_known:
+            total = total + world_weight * _world_loss(posed, *world_bones).sum()
         total = total + pose_prior * latent.square().sum()
         if not fixed_shape:
             total = total + shape_prior * (shape - body.neutral_shape).square().sum()
