@@ -73,26 +73,26 @@ def same_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return conv(F.pad(x, pads))
 
 
-class OneParameter(nn.Module):
-    """A leaf module holding one parameter, ``value``; its Flax path is the module's own path."""
+class AddPositionEmbedding(nn.Module):
+    """``x [B, N, D]`` + ``embedding [1, N, D]``."""
 
     def __init__(self, shape: Sequence[int]):
         super().__init__()
-        self.value = nn.Parameter(torch.zeros(*shape))
-
-
-class AddPositionEmbedding(OneParameter):
-    """``x [B, N, D]`` + ``value [1, N, D]``."""
+        self.embedding = nn.Parameter(torch.zeros(*shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.value
+        return x + self.embedding
 
 
-class PrependClassToken(OneParameter):
-    """``x [B, N, D]`` → ``[B, 1 + N, D]`` with ``value [1, 1, D]`` as the first token."""
+class PrependClassToken(nn.Module):
+    """``x [B, N, D]`` → ``[B, 1 + N, D]`` with ``token [1, 1, D]`` as the first token."""
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(*shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.value.expand(len(x), -1, -1), x], dim=1)
+        return torch.cat([self.token.expand(len(x), -1, -1), x], dim=1)
 
 
 class Attention(nn.Module):
@@ -230,7 +230,7 @@ def build_twin(flax_model, flax_params: PyTree) -> nn.Module:
     if isinstance(flax_model, flax_vit.ViT):
         if flax_model.split_streams:
             raise ValueError("only the class-token ViT head (split_streams=False) has a twin")
-        _, tokens, width = params["pos_embedding"].shape
+        _, tokens, width = params["pos_embedding"]["embedding"].shape
         return ViT(
             flax_model.num_classes,
             flax_model.patch,
@@ -257,10 +257,8 @@ def _layouts(module: nn.Module) -> dict[tuple[str, ...], tuple[str, tuple[int, .
     for prefix, layer in module.named_modules():
         path = tuple(prefix.split(".")) if prefix else ()
         for attr, param in layer.named_parameters(recurse=False):
-            if isinstance(layer, OneParameter):
-                leaf, perm = (), None
-            elif attr == "bias":
-                leaf, perm = ("bias",), None
+            if attr == "bias" or type(layer) not in WEIGHT_LAYOUT:
+                leaf, perm = (attr,), None
             else:
                 kind, perm = WEIGHT_LAYOUT[type(layer)]
                 leaf = (kind,)

@@ -99,6 +99,23 @@ def attention(query, key, value, mask=None, precision=None, **unused):
     )
 
 
+class AddPositionEmbedding(nn.Module):
+    """``x [B, N, D]`` + a learned ``embedding [1, N, D]``."""
+
+    @nn.compact
+    def __call__(self, x):
+        return x + self.param("embedding", nn.initializers.normal(0.02), (1, *x.shape[1:]))
+
+
+class PrependClassToken(nn.Module):
+    """``x [B, N, D]`` → ``[B, 1 + N, D]`` with a learned ``token [1, 1, D]`` first."""
+
+    @nn.compact
+    def __call__(self, x):
+        token = self.param("token", nn.initializers.normal(0.02), (1, 1, x.shape[-1]))
+        return jnp.concatenate([jnp.broadcast_to(token, (x.shape[0], 1, x.shape[-1])), x], 1)
+
+
 class EncoderBlock(nn.Module):
     """Pre-norm transformer block; ``mask`` is ``[B, 1, queries, keys]`` (who may attend to whom)."""
 
@@ -135,10 +152,8 @@ class ViT(nn.Module):
     ) -> jnp.ndarray:
         """Logits ``[B, num_classes]``. ``drop``, ``sensitive``: bool pixel masks ``x.shape[:-1]``."""
         tokens = nn.Dense(self.width, name="embed")(patchify(normalize_pixels(x), self.patch))
+        tokens = AddPositionEmbedding(name="pos_embedding")(tokens)
         batch, length, _ = tokens.shape
-        tokens = tokens + self.param(
-            "pos_embedding", nn.initializers.normal(0.02), (1, length, self.width)
-        )
         keep = jnp.ones((batch, length), bool)
         private = jnp.zeros((batch, length), bool)
         if drop is not None:
@@ -162,8 +177,7 @@ class ViT(nn.Module):
     def _class_token(self, tokens, keep):
         """``keep=None``: every token is present, and attention needs no mask."""
         batch = tokens.shape[0]
-        cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, self.width))
-        tokens = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)), tokens], 1)
+        tokens = PrependClassToken(name="cls")(tokens)
         mask = None
         if keep is not None:
             mask = jnp.concatenate([jnp.ones((batch, 1), bool), keep], 1)[:, None, None, :]
