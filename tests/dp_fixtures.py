@@ -46,7 +46,7 @@ def make_batch(n=4, seed=0):
     }
 
 
-def mechanism(mode, public_clip_norm=C, capacity=4):
+def mechanism(mode, public_clip_norm=C, capacity=4, clipping="vmap"):
     """A ``DpMechanism`` of ``mode`` with clip norm C (σ = 1; the sums below are pre-noise)."""
     return DpMechanism(
         mode=mode,
@@ -57,6 +57,7 @@ def mechanism(mode, public_clip_norm=C, capacity=4):
         capacity=capacity,
         public_capacity=capacity,
         public_clip_norm=public_clip_norm,
+        clipping_method=clipping,
     )
 
 
@@ -68,10 +69,20 @@ def _sums(name, mech, params, batches, microbatch_size, unroll):
     )
 
 
-def dp_sums(name, batch, mode, microbatch_size=2, public_clip_norm=C, unroll=False, public=None):
+def dp_sums(
+    name,
+    batch,
+    mode,
+    microbatch_size=2,
+    public_clip_norm=C,
+    unroll=False,
+    public=None,
+    clipping="vmap",
+):
     """The flattened pre-noise sums {"private", "public" (MaskDP)} and their statistics, with
-    ``batch`` as the private batch and ``public`` (default: ``batch``) as MaskDP's public one."""
-    mech = mechanism(mode, public_clip_norm, len(batch["weight"]))
+    ``batch`` as the private batch and ``public`` (default: ``batch``) as MaskDP's public one,
+    computed by the ``clipping`` method."""
+    mech = mechanism(mode, public_clip_norm, len(batch["weight"]), clipping)
     batches = {"private": batch, "public": batch if public is None else public}
     batches = {k: batches[k] for k in mech.batch_names()}
     sums, stats = _sums(name, mech, setup(name)[1], batches, microbatch_size, unroll)

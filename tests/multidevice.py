@@ -5,6 +5,7 @@ subprocesses with XLA_FLAGS set, and asserts on the JSON they print.
     python tests/multidevice.py train WORKDIR   (with JAX_COORDINATOR_ADDRESS etc. for 2 processes)
 """
 
+import itertools
 import json
 import os
 import sys
@@ -34,7 +35,14 @@ def batch(n: int, real: int, seed: int = 0) -> dict:
 
 
 def step_and_state(
-    mesh, mode: str, sigma: float, expected_batch: int, microbatch: int, opt, width: int = 8
+    mesh,
+    mode: str,
+    sigma: float,
+    expected_batch: int,
+    microbatch: int,
+    opt,
+    width: int = 8,
+    clipping: str = "vmap",
 ):
     """(state, step, mechanism) of a tiny ViT; capacity and public capacity 64."""
     model = ViT(num_classes=CLASSES, patch=(4, 4), width=width, depth=1, heads=2, mlp_dim=width)
@@ -47,6 +55,7 @@ def step_and_state(
         batch_size=expected_batch,
         capacity=64,
         public_capacity=64,
+        clipping_method=clipping,
         secret=7,
     )
     state = jax.device_put(
@@ -75,18 +84,21 @@ def flat(tree) -> np.ndarray:
 
 
 def same_update() -> dict:
-    """Max |Δ| between the 8-device and the 1-device updates, per mode, with noise."""
+    """Max |Δ| between the 8-device and the 1-device updates, per mode and clipping method,
+    with noise."""
     result = {}
-    for mode in ("dpsgd", "maskdp"):
+    for mode, clipping in itertools.product(("dpsgd", "maskdp"), ("vmap", "ghost")):
         params = []
         for devices in (jax.devices(), jax.devices()[:1]):
             mesh = parallel.data_mesh(devices)
-            state, step, mechanism = step_and_state(mesh, mode, 1.0, 24, 4, optax.sgd(0.5))
+            state, step, mechanism = step_and_state(
+                mesh, mode, 1.0, 24, 4, optax.sgd(0.5), clipping=clipping
+            )
             data = global_batches(mesh, mechanism, 37)
             for _ in range(2):
                 state, _ = step(state, data)
             params.append(flat(state.params))
-        result[mode] = {
+        result[f"{mode} {clipping}"] = {
             "max_abs_diff": float(np.max(np.abs(params[0] - params[1]))),
             "max_abs": float(np.max(np.abs(params[0]))),
         }
@@ -107,14 +119,17 @@ def noise_std() -> dict:
 
 
 def memory() -> dict:
-    """XLA's planned temporary memory of the DP-SGD step for logical batches 256 and 4096."""
+    """XLA's planned temporary memory of the DP-SGD step for logical batches 256 and 4096, per
+    clipping method."""
     mesh = parallel.data_mesh(jax.devices()[:1])
     result = {}
-    for size in (256, 4096):
-        state, step, mechanism = step_and_state(mesh, "dpsgd", 1.0, size, 32, optax.sgd(0.1))
+    for clipping, size in itertools.product(("vmap", "ghost"), (256, 4096)):
+        state, step, mechanism = step_and_state(
+            mesh, "dpsgd", 1.0, size, 32, optax.sgd(0.1), clipping=clipping
+        )
         data = global_batches(mesh, mechanism, size, size)
         analysis = step.lower(state, data).compile().memory_analysis()
-        result[size] = {
+        result[f"{clipping} {size}"] = {
             "temp": analysis.temp_size_in_bytes,
             "arguments": analysis.argument_size_in_bytes,
         }

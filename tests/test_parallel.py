@@ -1,6 +1,7 @@
 """Data parallelism: 8 fake CPU devices, 2 processes, bounded memory (checks run in subprocesses
 so that this process keeps its single device; see multidevice.py)."""
 
+import functools
 import json
 import os
 import socket
@@ -34,8 +35,10 @@ def finish(process) -> dict:
 def test_eight_devices_give_the_one_device_update():
     """Same batch, same noise key: the update does not depend on the device count — so the
     noise is added once to the global sum (per-device noise would differ by a factor √8)."""
-    for mode, result in run_check("same_update").items():
-        assert result["max_abs_diff"] <= 1e-5 * result["max_abs"], mode
+    results = run_check("same_update")
+    assert sorted(results) == ["dpsgd ghost", "dpsgd vmap", "maskdp ghost", "maskdp vmap"]
+    for name, result in results.items():
+        assert result["max_abs_diff"] <= 1e-5 * result["max_abs"], name
 
 
 def test_noise_std_of_the_aggregated_update_is_sigma_c_over_b():
@@ -46,11 +49,17 @@ def test_noise_std_of_the_aggregated_update_is_sigma_c_over_b():
     assert result["std"] < result["expected"] * np.sqrt(8) / 2  # not √8 times too large
 
 
-def test_step_memory_does_not_grow_with_the_logical_batch():
-    result = run_check("memory", devices=1)
-    small, large = result["256"], result["4096"]
+@pytest.mark.parametrize("clipping", ["vmap", "ghost"])
+def test_step_memory_does_not_grow_with_the_logical_batch(clipping):
+    result = memory_result()
+    small, large = result[f"{clipping} 256"], result[f"{clipping} 4096"]
     assert large["temp"] <= 1.25 * small["temp"]
     assert large["arguments"] > 8 * small["arguments"] / 2  # the batch itself did grow 16x
+
+
+@functools.cache
+def memory_result() -> dict:
+    return run_check("memory", devices=1)
 
 
 def free_port() -> int:

@@ -96,6 +96,7 @@ def build_mechanism(spec: AuditSpec, sigma: float) -> DpMechanism:
         public_clip_norm=spec.public_clip_norm,
         delta=spec.delta,
         public_seed=_seed(spec, 1),
+        clipping_method="ghost",  # the default for the audited ViT (dp.clipping="auto")
         secret=_seed(spec, 0),
     )
 

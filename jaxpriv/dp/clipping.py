@@ -9,6 +9,11 @@ Notation (see ``jaxpriv.dp.mechanism``): ``g_i`` is example i's gradient on its 
   batched gradient of the public-view loss, no per-example work.
 * ``nonprivate_microbatch_sum``: the plain batched gradient (non-private training).
 
+Per-example clipping runs one of two ways (``method``), with the same result up to float
+rounding: ``"vmap"`` forms each example's whole gradient with ``jax.vmap``; ``"ghost"``
+(``jaxpriv.dp.ghost``) runs one batched backward pass and forms per-example gradients only
+where that is cheapest, layer by layer.
+
 ``accumulate`` adds a micro-batch sum over a batch: memory is set by the micro-batch, not by the
 logical batch. ``weight`` is 1 for real examples and 0 for padding, which contributes exactly
 nothing.
@@ -22,11 +27,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxpriv.dp import ghost
+
 PyTree = Any
 Batch = dict[str, jnp.ndarray]
 # (params, batch, public) -> per-example losses [B] on the full view, or on the public view
 # (sensitive pixels removed) when public is True.
 LossFn = Callable[[PyTree, Batch, bool], jnp.ndarray]
+METHODS = ("vmap", "ghost")
 
 
 def clip_by_global_norm(tree: PyTree, max_norm: float) -> tuple[PyTree, jnp.ndarray]:
@@ -78,23 +86,50 @@ def _weighted_sum(per_example: Callable, batch: Batch):
     """Σ_i weight_i · per_example(example_i) over a micro-batch (vmap), statistics summed alike."""
     contributions, stats = jax.vmap(per_example)(batch)
     real = batch["weight"] > 0
+    return _summed(real, contributions), _summed(real, stats)
 
-    def masked_sum(x):
-        return jnp.sum(jnp.where(real.reshape(-1, *[1] * (x.ndim - 1)), x, 0), axis=0)
 
-    return jax.tree.map(masked_sum, contributions), jax.tree.map(masked_sum, stats)
+def _summed(real: jnp.ndarray, tree: PyTree) -> PyTree:
+    """Σ over the leading axis of each leaf of ``tree``, over the rows where ``real`` is True."""
+    return jax.tree.map(
+        lambda x: jnp.sum(jnp.where(real.reshape(-1, *[1] * (x.ndim - 1)), x, 0), axis=0), tree
+    )
 
 
 def private_microbatch_sum(
-    loss_fn: LossFn, params: PyTree, batch: Batch, *, clip_norm: float, maskdp: bool
+    loss_fn: LossFn,
+    params: PyTree,
+    batch: Batch,
+    *,
+    clip_norm: float,
+    maskdp: bool,
+    method: str = "vmap",
 ):
     """Σ_i weight_i · ``private_contribution`` over one micro-batch, with summed statistics."""
+    if method == "ghost":
+        real = batch["weight"] > 0
+
+        def objective(p):
+            full = loss_fn(p, batch, False)
+            return (full - loss_fn(p, batch, True) if maskdp else full), full
+
+        keep = real & _has_sensitive(batch) if maskdp else real
+        total, norms, losses = ghost.clipped_sum(objective, params, clip_norm=clip_norm, keep=keep)
+        return total, _summed(
+            real, {"loss": losses, "grad_norm": norms, "clipped": (norms > clip_norm) * 1.0}
+        )
     return _weighted_sum(
         functools.partial(
             private_contribution, loss_fn, params, clip_norm=clip_norm, maskdp=maskdp
         ),
         batch,
     )
+
+
+def _has_sensitive(batch: Batch) -> jnp.ndarray:
+    """[B] bool: whether each example has a sensitive pixel."""
+    sensitive = batch["sensitive"]
+    return jnp.any(sensitive.reshape(sensitive.shape[0], -1), axis=1)
 
 
 def nonprivate_microbatch_sum(
@@ -112,12 +147,26 @@ def nonprivate_microbatch_sum(
 
 
 def public_microbatch_sum(
-    loss_fn: LossFn, params: PyTree, batch: Batch, *, clip_norm: float | None
+    loss_fn: LossFn,
+    params: PyTree,
+    batch: Batch,
+    *,
+    clip_norm: float | None,
+    method: str = "vmap",
 ):
     """Σ_j weight_j · clip(p_j, C_pub) over one micro-batch of the public batch, and the summed
     public-view loss; ``clip_norm=None`` (C_pub = ∞) is one batched gradient."""
     if clip_norm is None:
         return nonprivate_microbatch_sum(loss_fn, params, batch, public=True)
+    if method == "ghost":
+        real = batch["weight"] > 0
+
+        def objective(p):
+            public = loss_fn(p, batch, True)
+            return public, public
+
+        total, _, losses = ghost.clipped_sum(objective, params, clip_norm=clip_norm, keep=real)
+        return total, _summed(real, {"loss": losses})
     return _weighted_sum(
         functools.partial(public_contribution, loss_fn, params, clip_norm=clip_norm), batch
     )

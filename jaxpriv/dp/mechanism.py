@@ -61,6 +61,8 @@ class DpMechanism:
     constant) and the size of MaskDP's public batch. ``capacity`` and ``public_capacity`` are the
     padded (fixed) shapes of the private and public batches. ``public_clip_norm`` None is ∞.
     ``mode="none"`` is non-private training (σ = 0), with ``sampling`` "poisson" or "shuffle".
+    ``clipping_method`` is how the per-example clipped sums are computed, "vmap" or "ghost" (same
+    values; see ``jaxpriv.dp.clipping``).
     """
 
     mode: str
@@ -76,6 +78,7 @@ class DpMechanism:
     accountant: str = "pld"
     neighboring: str = "add_remove"
     public_seed: int = 0
+    clipping_method: str = "vmap"
     secret: int = dataclasses.field(default=0, repr=False)
 
     def __post_init__(self):
@@ -106,6 +109,10 @@ class DpMechanism:
         if self.public_clip_norm is not None and not self.public_clip_norm > 0:
             raise ValueError(
                 f"public_clip_norm must be > 0 or None (∞), got {self.public_clip_norm}"
+            )
+        if self.clipping_method not in clipping.METHODS:
+            raise ValueError(
+                f"unknown clipping method {self.clipping_method!r}; choose one of {clipping.METHODS}"
             )
         if self.secret < 0:
             raise ValueError("secret must be a non-negative integer")
@@ -179,13 +186,17 @@ class DpMechanism:
                 loss_fn,
                 clip_norm=self.clip_norm,
                 maskdp=self.mode == "maskdp",
+                method=self.clipping_method,
             )
         else:
             private_sum = functools.partial(clipping.nonprivate_microbatch_sum, loss_fn)
         sums = {"private": (private_sum, batches["private"])}
         if self.mode == "maskdp":
             public_sum = functools.partial(
-                clipping.public_microbatch_sum, loss_fn, clip_norm=self.public_clip_norm
+                clipping.public_microbatch_sum,
+                loss_fn,
+                clip_norm=self.public_clip_norm,
+                method=self.clipping_method,
             )
             sums["public"] = (public_sum, batches["public"])
         results = {

@@ -61,6 +61,7 @@ NON_PRIVATE = (
         "dp.public_clip_norm",
         "dp.accountant",
         "dp.neighboring",
+        "dp.clipping",
     ),
 )
 

@@ -25,7 +25,7 @@ from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import accounting, sampling
 from jaxpriv.dp import mechanism as mechanism_lib
 from jaxpriv.dp.mechanism import DpMechanism
-from jaxpriv.models import build_model, pretrained
+from jaxpriv.models import MODELS, build_model, pretrained
 from jaxpriv.train import memory, parallel
 from jaxpriv.train.checkpoint import Checkpointer
 from jaxpriv.train.metrics import JsonlWriter, read_jsonl
@@ -170,8 +170,19 @@ def build_mechanism(config: ml_collections.ConfigDict, plan: Plan, secret: int) 
         accountant=dp.accountant,
         neighboring=dp.neighboring,
         public_seed=config.seed,
+        clipping_method=clipping_method(config),
         secret=secret,
     )
+
+
+def clipping_method(config: ml_collections.ConfigDict) -> str:
+    """``dp.clipping`` with "auto" resolved from measurements (README, Performance): "ghost" for
+    token models, "vmap" for convolutional ones, whose per-example convolution gradients the
+    ghost path forms layer by layer at no gain."""
+    if config.dp.clipping != "auto":
+        return config.dp.clipping
+    model = MODELS.get(config.model.name)
+    return "vmap" if model is None or model.convolutional else "ghost"
 
 
 def load_data(data: ml_collections.ConfigDict):
