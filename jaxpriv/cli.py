@@ -8,6 +8,7 @@ import math
 import os
 import sys
 
+from jaxpriv import host_devices
 from jaxpriv.anonymize import layouts, settings
 from jaxpriv.audit.spec import AuditSpec
 from jaxpriv.compare import harness
@@ -568,5 +569,11 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def entry():
+    """The ``jaxpriv`` program: every CPU core (``jaxpriv.host_devices``), then ``main``."""
+    host_devices.use_every_core()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -19,7 +19,7 @@ import numpy as np
 from jaxpriv.compare.training import torch_optimizer
 from jaxpriv.data import synthetic
 from jaxpriv.models import build_model
-from jaxpriv.train import benchmark, parallel
+from jaxpriv.train import benchmark
 
 JAX_RUNNERS = {"none": "jaxpriv non-private", "dpsgd": "jaxpriv DP-SGD", "maskdp": "jaxpriv MaskDP"}
 TORCH_RUNNERS = ("PyTorch non-private", "Opacus DP-SGD (hooks)", "Opacus DP-SGD (ghost clipping)")
@@ -75,7 +75,7 @@ def speed_comparison(run: ml_collections.ConfigDict, repeats: int) -> dict:
     from jaxpriv.compare.torch_models import from_flax
 
     batch, pixels = benchmark.synthetic_batch(run, run.train.batch_size)
-    mesh = parallel.data_mesh(jax.devices()[:1])
+    mesh = benchmark.widest_mesh(run.train.batch_size)  # every core, as PyTorch's threads
     runners = {
         name: benchmark.jax_runner(run, mode, batch, pixels, mesh)
         for mode, name in JAX_RUNNERS.items()
@@ -92,6 +92,7 @@ def speed_comparison(run: ml_collections.ConfigDict, repeats: int) -> dict:
         "optimizer": run.train.optimizer,
         "repeats": repeats,
         "device": jax.devices()[0].device_kind,
+        "jax_devices": mesh.size,
         "torch_threads": torch.get_num_threads(),
         "median_ms": {name: 1000 * t for name, t in times.items()},
         "jaxpriv_dpsgd_over_opacus_hooks": times[JAX_RUNNERS["dpsgd"]] / times[TORCH_RUNNERS[1]],
@@ -104,7 +105,8 @@ def format_speed_table(result: dict) -> str:
     jax_base, torch_base = times[JAX_RUNNERS["none"]], times[TORCH_RUNNERS[0]]
     lines = [
         f"{result['model']} {result['model_kwargs']}, batch {result['batch_size']}, "
-        f"{result['device']}, {result['torch_threads']} PyTorch threads, "
+        f"{result['device']}, jaxpriv on {result['jax_devices']} device(s), "
+        f"{result['torch_threads']} PyTorch threads, "
         f"median of {result['repeats']} steps",
         "",
         "| step | median (ms) | / jaxpriv non-private | / PyTorch non-private |",

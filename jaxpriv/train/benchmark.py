@@ -31,6 +31,12 @@ def synthetic_batch(config: ml_collections.ConfigDict, size: int) -> tuple[dict,
     return batch, pixels
 
 
+def widest_mesh(batch_size: int) -> Mesh:
+    """A mesh over the most local devices that split ``batch_size`` evenly."""
+    count = max(n for n in range(1, jax.local_device_count() + 1) if batch_size % n == 0)
+    return parallel.data_mesh(jax.local_devices()[:count])
+
+
 def make_step(config, mode: str, batch_size: int, pixels: str, example, mesh: Mesh):
     """(initial state, jitted step, the step's batch names) of ``config`` in DP ``mode`` for
     batches of ``batch_size``. The DP modes use σ = 1: the noise costs the same whatever σ is.
