@@ -424,8 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
         help="non-private vs DP-SGD vs MaskDP on the embedded synthetic videos",
         description="Generates the embedded synthetic action clips (nothing is downloaded), "
-        "trains a video ViT non-privately, with DP-SGD and with MaskDP at the same "
-        "ε, δ, sampling rate and steps, and prints one table.",
+        "trains a video ViT for 7 epochs non-privately, with DP-SGD and with MaskDP at the "
+        "same ε, δ, sampling rate and steps, and prints one table.",
         epilog="Overrides (--config.KEY=VALUE) apply to all three runs.",
     )
     demo.add_argument("--epsilon", type=float, default=4.0, help="ε of both DP runs (default 4)")

@@ -38,6 +38,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.num_test = 1024
     c.data.sensitivity = "real"  # synthetic: "real" | "all" | "none" (jaxpriv.data.sensitivity)
     c.data.seed = 0
+    # A split of at most this many MiB is decoded once and held in memory (per process); a
+    # larger one is read from disk batch by batch.
+    c.data.cache_mb = 1024.0
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "video_vit"  # "vit" | "video_vit" | "resnet"

@@ -28,7 +28,7 @@ def test_account_calibrates_sigma_for_a_target(capsys):
         capsys, "account", "-q", "0.0625", "--epochs", "10", "--epsilon", "4", "--accountant", "pld"
     )
     assert code == 0 and "steps=160" in out
-    assert "pld: σ=1.17" in out  # the σ of the demo's DP runs
+    assert "pld: σ=1.17" in out  # the σ of the default config's DP runs (10 epochs)
 
 
 def test_account_at_tiny_sigma_says_which_accountant_answered(capsys):

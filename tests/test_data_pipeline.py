@@ -146,6 +146,24 @@ def test_load_source_from_a_directory(videos):
     )
 
 
+def test_a_small_split_is_held_in_memory_with_the_same_batches(videos, train):
+    assert not isinstance(train, pipeline.InMemorySource)  # cache_mb = 0: read from disk
+    cached = pipeline.load_source(videos, "train", cache_mb=2.0)
+    assert isinstance(cached, pipeline.InMemorySource) and len(cached) == len(train) == 40
+    assert cached.dataset_info is train.dataset_info
+    assert not isinstance(
+        pipeline.load_source(videos, "train", cache_mb=0.01), pipeline.InMemorySource
+    )
+    indices, weights = np.array([7, 0, 39, 7]), np.array([1, 1, 1, 0], np.float32)
+    from_memory = pipeline.read_batch(cached, indices, weights)
+    from_disk = pipeline.read_batch(train, indices, weights)
+    assert from_memory.keys() == from_disk.keys()
+    for name in from_disk:
+        assert from_memory[name].dtype == from_disk[name].dtype, name
+        np.testing.assert_array_equal(from_memory[name], from_disk[name])
+    _assert_batch_holds(from_memory, train, indices, weights)
+
+
 def test_complete_dataset_is_reused(data_dir, videos, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a complete dataset must not be generated again")

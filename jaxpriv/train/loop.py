@@ -195,8 +195,8 @@ def load_data(data: ml_collections.ConfigDict):
     """
     dataset = dataset_folder(data, data.name)
     test_dataset = dataset_folder(data, data.test_name) if data.test_name else dataset
-    train = pipeline.load_source(dataset, "train")
-    test = pipeline.load_source(test_dataset, "test")
+    train = pipeline.load_source(dataset, "train", data.cache_mb)
+    test = pipeline.load_source(test_dataset, "test", data.cache_mb)
     classes = train.dataset_info.features[schema.LABEL].names
     test_classes = test.dataset_info.features[schema.LABEL].names
     if test_classes != classes:
