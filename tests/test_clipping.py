@@ -83,16 +83,21 @@ def test_unrolled_microbatches_give_the_scanned_sums(mode):
     assert_sums_close(dp_sums("resnet", batch, mode, unroll=True), scanned, 1e-5, 1e-7)
 
 
-@pytest.mark.parametrize("public_clip_norm", [C, None])
-@pytest.mark.parametrize("mode", ["none", "dpsgd", "maskdp"])
-def test_padding_example_changes_nothing(mode, public_clip_norm):
+@pytest.mark.parametrize(
+    "mode, public_clip_norm, clipping_method",
+    [
+        *[(mode, c, "vmap") for mode in ("none", "dpsgd", "maskdp") for c in (C, None)],
+        ("maskdp", C, "ghost"),  # the ghost path's private and public sums
+    ],
+)
+def test_padding_example_changes_nothing(mode, public_clip_norm, clipping_method):
     batch = make_batch(n=4)
     padded = jax.tree.map(lambda x: jnp.concatenate([x[:2], x[:2]]), make_batch(n=4, seed=1))
     padded = jax.tree.map(
         lambda x, y: x.at[:2].set(y[:2]), padded, batch
     )  # real: batch's first two
     padded["weight"] = jnp.array([1.0, 1.0, 0.0, 0.0])
-    kwargs = dict(public_clip_norm=public_clip_norm)
+    kwargs = dict(public_clip_norm=public_clip_norm, clipping=clipping_method)
     reference, stats = dp_sums("vit", {**batch, "weight": padded["weight"]}, mode, **kwargs)
     with_padding, padded_stats = dp_sums("vit", padded, mode, **kwargs)
     for name in reference:
@@ -151,16 +156,17 @@ def test_all_sensitive_residual_is_the_whole_input_dependence(name):
     assert stats["grad_norm"] > 1e-3
 
 
+@pytest.mark.parametrize("clipping_method", clipping.METHODS)
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_maskdp_removal_moves_the_sum_by_exactly_the_clipped_residual(name):
+def test_maskdp_removal_moves_the_sum_by_exactly_the_clipped_residual(name, clipping_method):
     """Neighbouring datasets: example i's sensitive content is absent; masks, labels, public pixels equal."""
     batch = make_batch()
     batch["absent"] = jnp.zeros_like(batch["sensitive"])
-    before, stats = dp_sum(name, batch, "maskdp")
+    before, stats = dp_sum(name, batch, "maskdp", clipping=clipping_method)
     assert stats["clipped"] == 4.0
     for i in range(4):
         removed = {**batch, "absent": batch["absent"].at[i].set(batch["sensitive"][i])}
-        after, _ = dp_sum(name, removed, "maskdp")
+        after, _ = dp_sum(name, removed, "maskdp", clipping=clipping_method)
         np.testing.assert_allclose(norm(before - after), C, rtol=1e-4)  # ≤ C, attained when clipped
 
 
@@ -206,10 +212,12 @@ def test_public_pixels_are_not_protected_by_maskdp(name):
     assert norm(before["public"] - after["public"]) > 2 * C
 
 
-def test_dpsgd_removal_of_an_example_moves_the_sum_by_C():
+@pytest.mark.parametrize("clipping_method", clipping.METHODS)
+def test_dpsgd_removal_of_an_example_moves_the_sum_by_C(clipping_method):
     batch = make_batch()
-    before, _ = dp_sum("vit", batch, "dpsgd")
-    after, _ = dp_sum("vit", {**batch, "weight": batch["weight"].at[2].set(0.0)}, "dpsgd")
+    before, _ = dp_sum("vit", batch, "dpsgd", clipping=clipping_method)
+    removed = {**batch, "weight": batch["weight"].at[2].set(0.0)}
+    after, _ = dp_sum("vit", removed, "dpsgd", clipping=clipping_method)
     np.testing.assert_allclose(norm(before - after), C, rtol=1e-4)
 
 

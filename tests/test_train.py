@@ -125,7 +125,7 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     with pytest.raises(
         ValueError,
         match=r"unknown config key 'dp.epsilom'; valid keys here: "
-        r"accountant, clip_norm, delta, epsilon",
+        r"accountant, clip_norm, clipping, delta, epsilon",
     ):
         config_lib.apply_override(config, "--config.dp.epsilom=2")
     config.train.unknown = 3

@@ -185,7 +185,8 @@ def clipped_sum(
             [inputs[k] for k in ks],
             [jnp.where(_column(keep, deltas[k].ndim), deltas[k], 0) for k in ks],
         )
-    norms = jnp.sqrt(sum(norm2 for norm2, _ in layers.values()))
+    # A ghost norm is a difference of rounded products: clamp it at 0 before the root.
+    norms = jnp.sqrt(jnp.maximum(sum(norm2 for norm2, _ in layers.values()), 0.0))
     scale = jnp.where(
         keep, jnp.minimum(1.0, clip_norm / jnp.maximum(norms, jnp.finfo(norms.dtype).tiny)), 0
     )
