@@ -160,7 +160,7 @@ def clipped_sum(
 
     ``g_i`` is the gradient of ``objective(params)[0][i]``; ``keep`` (bool [B]) is False for the
     examples that must contribute exactly nothing (padding; MaskDP's examples without sensitive
-    pixels), whose gradients are never formed.
+    pixels): their output gradients are zeroed before any per-example term is formed.
     """
     shapes = jax.eval_shape(lambda p: _recorded(objective, p)[3], params)
     zeros = [jnp.zeros(s.shape, s.dtype) for s in shapes]
