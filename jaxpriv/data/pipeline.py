@@ -77,9 +77,9 @@ def with_split(
 
 class InMemorySource(Sequence):
     """A split's model features decoded once into stacked arrays: a batch is then one
-    fancy-indexing per feature instead of a read and a decode per record (which on a small
-    dataset costs the training step a third of its time, since the reading threads share the
-    cores with the step). ``dataset_info`` is the source's."""
+    fancy-indexing per feature instead of a read and a decode per record (~0.15 ms each, on the
+    cores the step runs on: a fifth of a MaskDP epoch of the default config on 2 cores).
+    ``dataset_info`` is the source's."""
 
     def __init__(self, source: Sequence[dict]):
         self.dataset_info = source.dataset_info
