@@ -105,7 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
     # How per-example gradients are clipped (same values): "vmap" forms every example's whole
     # gradient; "ghost" (book-keeping) runs one batched backward pass and forms per-example
     # gradients only where cheapest, layer by layer (jaxpriv/dp/ghost.py); "auto": ghost for
-    # the ViTs, vmap for the ResNet (the faster of the two for each, README: Performance).
+    # the ViTs, vmap for the ResNet (the faster of the two for each, README: Benchmark).
     c.dp.clipping = "auto"
     return c
 

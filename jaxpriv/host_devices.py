@@ -2,7 +2,7 @@
 
 XLA's CPU backend runs one train step on about one core. Splitting the batch over one host
 device per core (the data-parallel step in ``jaxpriv.train.step``) uses them all: on 2 cores a
-step takes 0.76× the time of one device (the README's Performance section). XLA reads the
+step takes 0.63–0.71× the time of one device (the README's Benchmark section). XLA reads the
 setting when its CPU backend starts, so ``use_every_core`` must run before anything asks jax
 for a device. It changes nothing when ``XLA_FLAGS`` already sets a host device count (the
 user's choice wins) or on GPU and TPU, whose devices it does not touch.

@@ -176,7 +176,7 @@ def build_mechanism(config: ml_collections.ConfigDict, plan: Plan, secret: int) 
 
 
 def clipping_method(config: ml_collections.ConfigDict) -> str:
-    """``dp.clipping`` with "auto" resolved from measurements (README, Performance): "ghost" for
+    """``dp.clipping`` with "auto" resolved from measurements (README, Benchmark): "ghost" for
     token models, "vmap" for convolutional ones, whose per-example convolution gradients the
     ghost path forms layer by layer at no gain."""
     if config.dp.clipping != "auto":
