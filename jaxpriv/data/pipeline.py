@@ -84,10 +84,9 @@ class InMemorySource(Sequence):
     def __init__(self, source: Sequence[dict]):
         self.dataset_info = source.dataset_info
         first = source[0]
-        names = (schema.pixel_feature(first), schema.LABEL, schema.SENSITIVE)
         self.arrays = {
             name: np.empty((len(source), *np.shape(first[name])), np.asarray(first[name]).dtype)
-            for name in names
+            for name in _model_features(first)
         }
         for i in range(len(source)):
             record = source[i]
@@ -101,13 +100,18 @@ class InMemorySource(Sequence):
         return {name: array[index] for name, array in self.arrays.items()}
 
 
+def _model_features(record: dict) -> tuple[str, str, str]:
+    """The features of ``record`` that a batch holds: pixels, label, sensitivity mask."""
+    return schema.pixel_feature(record), schema.LABEL, schema.SENSITIVE
+
+
 def read_batch(source: Sequence[dict], indices: np.ndarray, weights: np.ndarray) -> Batch:
     """Reads and stacks the records at `indices` into one batch (model features only)."""
     if isinstance(source, InMemorySource):
         batch = {name: array[indices] for name, array in source.arrays.items()}
     else:
         records = [source[int(i)] for i in indices]
-        names = (schema.pixel_feature(records[0]), schema.LABEL, schema.SENSITIVE)
+        names = _model_features(records[0])
         batch = {name: np.stack([record[name] for record in records]) for name in names}
     batch[schema.LABEL] = batch[schema.LABEL].astype(np.int32)
     batch[schema.SENSITIVE] = batch[schema.SENSITIVE].astype(bool)
