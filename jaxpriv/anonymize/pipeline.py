@@ -399,6 +399,18 @@ def video_plate(video: readers.Video, persons, options: Options, detector, avata
     return avatars.plate(frames, regions)
 
 
+def clip_tracks(frames: Sequence[Sequence[readers.Person]], options: Options) -> list[list]:
+    """Per frame of a video's first clip (source frames 0, ``frame_stride``, …), the
+    ``[track id, x0, y0, x1, y1]`` (source pixels) of each tracked person or face (crowds have
+    no id): what the preview draws (`jaxpriv.anonymize.preview`); one clip only, as it lands in
+    the report."""
+    shown = frames[: options.clip_frames * options.frame_stride : options.frame_stride]
+    return [
+        [[p.track_id, *(round(float(v), 1) for v in p.box)] for p in persons if not p.crowd]
+        for persons in shown
+    ]
+
+
 def process_video(
     video: readers.Video,
     options: Options,
@@ -430,6 +442,7 @@ def process_video(
         tracks = {p.track_id for frame in persons for p in frame}
         found = {"source": "annotations", "regions": len(tracks), "frames": len(persons)}
         found["frames_with_regions"] = sum(bool(frame) for frame in persons)
+    found["tracks"] = clip_tracks(persons if faces is None else faces, options)
     kept = {name: [] for name in (schema.VIDEO, "sensitive", "region")}
     plate = None
     if options.method == "avatar":
