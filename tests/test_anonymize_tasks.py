@@ -70,6 +70,7 @@ def same_tree(one: Path, other: Path) -> None:
         assert summary.pop("dataset").startswith(str(root)) and summary.pop("images") == str(
             root / "images"
         )
+        assert summary.pop("preview") == str(root / "preview.png")
     assert summaries[0] == summaries[1]
 
 

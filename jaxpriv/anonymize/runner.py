@@ -15,9 +15,14 @@ A run over images (`readers.Sample`) or videos (`readers.Video`) writes into ``o
   annotated, faces detected, or face tracks of a video), the detector's ``confidence`` (its
   scores; a video's lowest and highest), the quarter ``turns`` at which faces were found, a
   video's ``frames`` and ``frames_with_regions``, and for skipped inputs the ``error``;
+* ``preview.png`` (with ``preview`` > 0, once the dataset is complete): a figure of up to
+  ``preview`` inputs — where nothing was found, skipped, then a seeded sample of the anonymized
+  ones — each as its original, its drop-in copy and its record with the masks tinted
+  (`jaxpriv.anonymize.preview`);
 * ``summary.json`` (written last, once, under the run's finish lock): record counts, the
   ``skipped`` inputs with their reasons, the inputs where ``nothing_found``, the
-  ``ignored_files`` of the input folder (not images or videos), and the options.
+  ``ignored_files`` of the input folder (not images or videos), the absolute ``input_root``
+  (None without one), the ``preview`` figure's path (None without one), and the options.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import numpy as np
 import torch
 import tqdm
 
-from jaxpriv.anonymize import detect, encode, pipeline, readers, tasks
+from jaxpriv.anonymize import detect, encode, pipeline, preview, readers, tasks
 from jaxpriv.anonymize.settings import ON_ERROR, Options
 from jaxpriv.anonymize.tfds_writer import write_tfds
 from jaxpriv.data import schema
@@ -201,6 +206,7 @@ def run(
     ignored: Sequence[str] = (),
     task: tasks.Task | None = None,
     finish_only: bool = False,
+    preview: int = 16,
 ) -> dict | None:
     """Anonymizes images or videos into ``out_dir`` (see the module docstring); returns the
     summary, or None while shards of other tasks are missing. ``shard_size``: inputs per shard
@@ -209,7 +215,8 @@ def run(
     ``options``: default `Options()`. ``task``: this process's part of a run split over
     several tasks (`tasks`); the one that finds every shard written finishes the run.
     ``finish_only``: process nothing, finish a run whose shards are all written (else a
-    ValueError names the missing ones, and nothing is written)."""
+    ValueError names the missing ones, and nothing is written). ``preview``: inputs shown in
+    ``preview.png`` (0: no preview); not an option of the run, so it may differ on a resume."""
     options = options or Options()
     options.check()
     if options.detector == "auto":  # record the backend, so a resume cannot switch it
@@ -224,6 +231,8 @@ def run(
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if preview < 0:
+        raise ValueError(f"preview must not be negative, got {preview}")
     if shard_size is not None and shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
     if not units:
@@ -255,7 +264,7 @@ def run(
         if (out_dir / "summary.json").exists():  # another task finished the run
             tqdm.tqdm.write(f"{out_dir}: the run was finished already; nothing written")
             return json.loads((out_dir / "summary.json").read_text())
-        return _finish(out_dir, options, len(shards), list(ignored))
+        return _finish(out_dir, options, shards, list(ignored), input_root, preview)
 
 
 def _run_task(
@@ -332,9 +341,18 @@ def _run_shards(jobs: list, workers: int, options: Options, out_dir: Path) -> It
             _WORKER["people"] = None
 
 
-def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> dict:
+def _finish(
+    out_dir: Path,
+    options: Options,
+    shards: list[list[Unit]],
+    ignored: list,
+    input_root: str | os.PathLike | None,
+    preview_count: int,
+) -> dict:
+    """Writes the dataset, inputs.jsonl, the preview and the summary of a run whose shards
+    are all written; returns the summary."""
     reports, counts, labels, pixels, shape = [], {"train": 0, "test": 0}, set(), None, None
-    for index in range(num_shards):
+    for index in range(len(shards)):
         with np.load(shard_path(out_dir, index)) as shard:
             reports += json.loads(str(shard["inputs"]))
             if "key" not in shard.files:  # every input of the shard was skipped
@@ -351,10 +369,18 @@ def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> 
             f"skipped, see {out_dir / '.shards'}); check the input and --on-error"
         )
     splits = tuple(split for split, count in counts.items() if count)
-    dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), num_shards, splits)
+    dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), len(shards), splits)
     with encode.atomic_path(out_dir / "inputs.jsonl") as temporary:
         temporary.write_text("".join(json.dumps(report) + "\n" for report in reports))
     statuses = collections.Counter(r["status"] for r in reports)
+    sources = {
+        unit.key: preview.Source(unit, shard_path(out_dir, index))
+        for index, units in enumerate(shards)
+        for unit in units
+    }
+    preview_path = preview.write_preview(
+        out_dir / "preview.png", reports, sources, out_dir, options, preview_count
+    )
     summary = {
         "records": counts,
         "inputs": {status: statuses[status] for status in ("anonymized", "kept", "skipped")},
@@ -363,6 +389,8 @@ def _finish(out_dir: Path, options: Options, num_shards: int, ignored: list) -> 
         "ignored_files": ignored,
         "dataset": str(dataset_dir),
         "images": str(out_dir / "images"),
+        "input_root": str(Path(input_root).resolve()) if input_root is not None else None,
+        "preview": str(preview_path) if preview_path is not None else None,
         "options": dataclasses.asdict(options),
     }
     with encode.atomic_path(out_dir / "summary.json") as temporary:
