@@ -82,6 +82,13 @@ def default_config() -> ml_collections.ConfigDict:
     # data and NOT covered by ε; by default MaskDP logs the public-view loss, DP-SGD no loss.
     c.train.log_private_loss = False
 
+    # Where a run's metrics go besides <workdir>/metrics.jsonl; none of it changes the run.
+    c.log = ml_collections.ConfigDict()
+    c.log.tensorboard = True  # event files in <workdir> (`tensorboard --logdir runs`)
+    c.log.wandb = False  # also log to Weights & Biases (needs `pip install wandb`)
+    c.log.wandb_project = "jaxpriv"
+    c.log.report = True  # write <workdir>/report.md when the run ends (`jaxpriv report`)
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 50  # asynchronous saves to <workdir>/checkpoints; always at the end
     c.checkpoint.keep = 3  # the last N checkpoints are kept

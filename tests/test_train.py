@@ -95,7 +95,7 @@ def test_runs_log_only_what_the_guarantee_covers(tmp_path):
         loop.train(config, str(workdir), progress=False)
         logged[mode, private_loss] = set(read_jsonl(str(workdir / "metrics.jsonl"))[0])
     common = {"step", "epoch", "test_accuracy", "epsilon", "delta", "noise_multiplier", "mode"}
-    common |= {"params_sha256", "wall_time"}
+    common |= {"params_sha256", "wall_time", "step_time"}
     assert logged["dpsgd", False] == common
     assert logged["maskdp", False] == common | {"public_loss"}
     assert logged["dpsgd", True] == common | {"private_loss"}

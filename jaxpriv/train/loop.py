@@ -1,5 +1,6 @@
 """The train loop: data → plan (σ, steps) → jitted steps → eval, ε, metrics per epoch."""
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -28,7 +29,7 @@ from jaxpriv.dp.mechanism import DpMechanism
 from jaxpriv.models import MODELS, build_model, pretrained
 from jaxpriv.train import memory, parallel
 from jaxpriv.train.checkpoint import Checkpointer
-from jaxpriv.train.metrics import JsonlWriter, read_jsonl
+from jaxpriv.train.metrics import MetricsLog, public_config, read_jsonl
 from jaxpriv.train.step import TrainState, make_eval_step, make_loss_fn, make_train_step
 
 
@@ -420,7 +421,7 @@ def fingerprint(config: ml_collections.ConfigDict) -> dict:
             name = f"{prefix}{key}"
             if isinstance(value, ml_collections.ConfigDict) and name not in config_lib.FREE_FORM:
                 visit(value, f"{name}.")
-            elif name not in RESUMABLE_CHANGES and not name.startswith("checkpoint."):
+            elif name not in RESUMABLE_CHANGES and not name.startswith(("checkpoint.", "log.")):
                 flat[name] = value.to_dict() if hasattr(value, "to_dict") else value
         return flat
 
@@ -440,6 +441,47 @@ def released_losses(config: ml_collections.ConfigDict) -> dict[str, str]:
     if mode != "none" and config.train.log_private_loss:
         released["private_loss"] = "private_loss"
     return released
+
+
+class StepClock:
+    """Mean seconds per train step between evaluations, without the first step of a process
+    (it compiles) and without evaluation time. Reading it waits for the steps dispatched."""
+
+    def __init__(self):
+        self.start, self.steps = None, 0
+
+    def tick(self, state) -> None:
+        if self.start is None:  # the first step: wait for it once, then start timing
+            jax.block_until_ready(state)
+            self.restart()
+        else:
+            self.steps += 1
+
+    def restart(self) -> None:
+        self.start, self.steps = time.perf_counter(), 0
+
+    def seconds_per_step(self) -> float | None:
+        """None when no step was timed (an evaluation right after the first step)."""
+        return (time.perf_counter() - self.start) / self.steps if self.steps else None
+
+
+def write_run_description(
+    workdir: str, config, plan: Plan, clipping: str, devices: int, dataset: str
+) -> None:
+    """``workdir/run.json``: the config (secret seed hidden), the plan (q, σ, steps, batch
+    shapes), the clipping path and the dataset folder: what ``jaxpriv report`` describes."""
+    description = {
+        "config": public_config(config),
+        "plan": dataclasses.asdict(plan),
+        "clipping": clipping if config.dp.mode != "none" else None,
+        "devices": devices,
+        "dataset": dataset,
+    }
+    os.makedirs(workdir, exist_ok=True)
+    temporary = os.path.join(workdir, "run.json.partial")
+    with open(temporary, "w") as f:
+        json.dump(description, f, indent=1)
+    os.replace(temporary, os.path.join(workdir, "run.json"))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:
@@ -496,11 +538,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     )
     shapes = {"private": plan.capacity, "public": plan.public_capacity}
     losses = released_losses(config)
-    writer = JsonlWriter(metrics_path) if lead else None
-    if writer:
-        writer.drop_after(first)  # lines of steps that the resumed run redoes
+    if lead:
+        dataset = train_source.dataset_info.data_dir
+        write_run_description(workdir, config, plan, mechanism.clipping_method, mesh.size, dataset)
+    log = MetricsLog(workdir, config, first) if lead else contextlib.nullcontext()
 
     record = {}
+    clock = StepClock()
     bar = tqdm.tqdm(
         range(first, plan.steps),
         initial=first,
@@ -509,13 +553,14 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         disable=not (progress and lead),
         unit="step",
     )
-    with checkpointer:
+    with checkpointer, log:
         for step in bar:
             step_batches = {
                 name: parallel.to_global(batch, mesh, shapes[name])
                 for name, batch in next(batches).items()
             }
             state, metrics = train_step(state, step_batches)
+            clock.tick(state)
             done = step + 1
             end_of_epoch = done % plan.steps_per_epoch == 0 or done == plan.steps
             if done % config.train.log_every_steps == 0 or end_of_epoch:
@@ -527,7 +572,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
                     )
                 shown = {key: float(metrics[metric]) for key, metric in losses.items()}
                 bar.set_postfix({key: f"{value:.3f}" for key, value in shown.items()})
+                if lead and not end_of_epoch:
+                    log.scalars(done, shown)
             if end_of_epoch:
+                step_time = clock.seconds_per_step()  # before evaluating and accounting
                 epsilon = mechanism.epsilon(done)
                 record = {
                     "step": done,
@@ -540,11 +588,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
                     "delta": config.dp.delta,
                     "noise_multiplier": plan.noise_multiplier,
                     "mode": config.dp.mode,
+                    "step_time": step_time,
                     "params_sha256": params_digest(state.params),
                     "wall_time": time.time() - start,
                 }
-                if writer:
-                    writer.write(record)
+                if lead:
+                    log.record(record)
+                clock.restart()
                 bar.set_postfix(
                     {key: f"{value:.3f}" for key, value in shown.items()}
                     | {

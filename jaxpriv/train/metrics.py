@@ -1,7 +1,29 @@
-"""Metrics as JSON lines: one object per evaluation, appended and flushed."""
+"""A run's metrics: JSON lines (``metrics.jsonl``), TensorBoard event files and, on request,
+Weights & Biases — the same values in all three.
 
+`MetricsLog` writes one record per evaluation to all of them, and the released training losses
+of the steps in between to TensorBoard and W&B only. The event files lie next to
+``metrics.jsonl`` (``tensorboard --logdir runs`` finds every run) and are written by
+``tensorboardX``, without TensorFlow.
+"""
+
+import hashlib
 import json
 import os
+
+import ml_collections
+
+# metrics.jsonl key → TensorBoard tag (and W&B key); records hold seconds, tags say so.
+TAGS = {
+    "test_accuracy": "test/accuracy",
+    "epsilon": "privacy/epsilon",
+    "noise_multiplier": "privacy/noise_multiplier",
+    "train_loss": "train/loss",
+    "public_loss": "train/public_view_loss",
+    "private_loss": "train/private_loss_not_covered_by_dp",
+    "step_time": "train/step_time_s",
+    "epoch": "train/epoch",
+}
 
 
 class JsonlWriter:
@@ -28,3 +50,78 @@ class JsonlWriter:
 def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def public_config(config: ml_collections.ConfigDict) -> dict:
+    """The config as a dict with ``dp.secret_seed`` hidden (anyone who knows a set seed can
+    replay the noise): what may leave the workdir, e.g. to W&B or a report."""
+    values = json.loads(config.to_json_best_effort())
+    if values.get("dp", {}).get("secret_seed", -1) >= 0:
+        values["dp"]["secret_seed"] = "set (hidden)"
+    return values
+
+
+def _wandb_run(config: ml_collections.ConfigDict, workdir: str, resumed: bool):
+    """A W&B run for ``workdir`` (the same W&B run when a run resumes)."""
+    try:
+        import wandb
+    except ImportError as error:
+        raise ValueError(
+            "log.wandb=True needs Weights & Biases: pip install wandb (or set log.wandb=False)"
+        ) from error
+    run_id = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:16]
+    return wandb.init(
+        project=config.log.wandb_project,
+        name=config.name,
+        id=run_id,
+        dir=workdir,
+        config=public_config(config),
+        resume="allow" if resumed else None,
+    )
+
+
+class MetricsLog:
+    """The metrics of one run, from step ``first`` on (a resumed run drops what it redoes)."""
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict, first: int = 0):
+        self.jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
+        self.jsonl.drop_after(first)
+        self.tensorboard = self.wandb = None
+        if config.log.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            # purge_step: TensorBoard hides the events a resumed run writes again
+            self.tensorboard = SummaryWriter(workdir, purge_step=first or None)
+        if config.log.wandb:
+            self.wandb = _wandb_run(config, workdir, resumed=first > 0)
+
+    def scalars(self, step: int, values: dict) -> None:
+        """Writes the numbers among ``values`` (metrics.jsonl keys) to TensorBoard and W&B."""
+        numbers = {
+            TAGS[key]: value
+            for key, value in values.items()
+            if key in TAGS and isinstance(value, (int, float))
+        }
+        if self.tensorboard:
+            for tag, value in numbers.items():
+                self.tensorboard.add_scalar(tag, value, step)
+            self.tensorboard.flush()
+        if self.wandb:
+            self.wandb.log(numbers, step=step)
+
+    def record(self, record: dict) -> None:
+        """Appends an evaluation record to metrics.jsonl and writes its numbers."""
+        self.jsonl.write(record)
+        self.scalars(record["step"], record)
+
+    def close(self) -> None:
+        if self.tensorboard:
+            self.tensorboard.close()
+        if self.wandb:
+            self.wandb.finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
