@@ -1,5 +1,5 @@
 """The ``jaxpriv`` command line: ``train``, ``account``, ``anonymize``, ``demo``, ``experiment``,
-``compare``, ``export`` and ``audit``."""
+``compare``, ``export``, ``audit`` and ``report``."""
 
 import argparse
 import dataclasses
@@ -13,6 +13,7 @@ from jaxpriv.anonymize import layouts, settings
 from jaxpriv.audit.spec import AuditSpec
 from jaxpriv.compare import harness
 from jaxpriv.dp import accounting
+from jaxpriv.report import leaks
 
 CONFIG_HELP = (
     "config file with get_config() (see configs/); override any key with "
@@ -24,6 +25,7 @@ def _train(args, overrides):
     import jax
 
     from jaxpriv import config as config_lib
+    from jaxpriv.report import card
     from jaxpriv.train import loop, parallel
 
     if args.distributed:
@@ -46,7 +48,19 @@ def _train(args, overrides):
     result = loop.train(config, workdir, progress=not args.no_progress)
     if lead:
         print(format_table([result]))
-        print(f"metrics: {os.path.join(workdir, 'metrics.jsonl')}")
+        print(
+            f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: event files beside)"
+        )
+    report = card.write_at_end(config, workdir)
+    if report:
+        print(f"privacy report: {report}")
+
+
+def _report(args, overrides):
+    from jaxpriv.report import card
+
+    _no_overrides(overrides)
+    print(f"privacy report: {card.write(args.workdir)}")
 
 
 def _account(args, overrides):
@@ -183,6 +197,7 @@ def _anonymize(args, overrides):
         ignored=ignored,
         task=task,
         finish_only=args.finalize,
+        preview=args.preview,
     )
     if summary is None:
         print(
@@ -198,6 +213,8 @@ def _anonymize(args, overrides):
     )
     print(f"drop-in copy: {summary['images']}\nTFDS dataset: {summary['dataset']}")
     print(f"per input (regions found, confidence, status): {args.out}/inputs.jsonl")
+    if summary.get("preview"):
+        print(f"preview (failures first): {summary['preview']}")
     if summary["nothing_found"]:
         what = "kept unchanged" if inputs["kept"] else "skipped"
         print(
@@ -281,8 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         formatter_class=DefaultsHelpFormatter,
         help="train one config (non-private, DP-SGD or MaskDP)",
-        description="Train a model as a config file says. Writes metrics (test accuracy and ε "
-        "spent per epoch) as JSON lines to WORKDIR/metrics.jsonl and prints a summary. "
+        description="Train a model as a config file says. Writes metrics (test accuracy, ε "
+        "spent, σ, step time per epoch) as JSON lines to WORKDIR/metrics.jsonl, the same and "
+        "the released loss every train.log_every_steps as TensorBoard event files beside it "
+        "(log.tensorboard; view with `tensorboard --logdir runs`) and to Weights & Biases with "
+        "--config.log.wandb=true, WORKDIR/run.json (config without the secret seed, and plan), "
+        "and at the end WORKDIR/report.md (log.report; see `jaxpriv report`); prints a summary. "
         "DP runs calibrate σ to dp.epsilon, or, with dp.noise_multiplier > 0, stop "
         "when dp.epsilon is spent. What is logged: MaskDP the public-view loss, DP-SGD no "
         "training loss; --config.train.log_private_loss=true adds the loss of the private batch, "
@@ -416,6 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="process nothing: write the dataset of a run whose shards are all written (else "
         "name the missing shards and write nothing)",
     )
+    anonymize.add_argument(
+        "--preview",
+        type=int,
+        default=16,
+        help="inputs shown in OUT/preview.png (0: none): those where nothing was found and the "
+        "skipped ones first, then a seeded sample; each row shows the original, the anonymized "
+        "copy and the record's sensitivity (public / anonymized but private / real)",
+    )
     anonymize.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     anonymize.set_defaults(run=_anonymize)
 
@@ -440,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
         help="a sweep over a grid of training configs, with a table and plots",
         description="Trains one run per cell of the grid in an experiment config file (see "
-        "configs/experiments/) in WORKDIR/cells/<cell>/, appends each result to "
+        "configs/experiments/) in WORKDIR/cells/<cell>/ (metrics.jsonl, TensorBoard event "
+        "files and report.md, as `jaxpriv train`), appends each result to "
         "WORKDIR/results.jsonl, and writes WORKDIR/results.md, results.csv and PNG plots "
         "(accuracy vs ε per DP mode; accuracy relative to report.reference). With an "
         "anonymization stage (anonymize.layout), each anonymization in the grid is made once "
@@ -553,8 +583,28 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--confidence", type=float, default=0.95, help="confidence of ε̂ (default 0.95)"
     )
-    audit.add_argument("--workdir", help="also write audit.json and audit.md here")
+    audit.add_argument(
+        "--workdir",
+        help="also write audit.json and audit.md here (a training workdir: its report shows them)",
+    )
     audit.set_defaults(run=_audit)
+
+    report = commands.add_parser(
+        "report",
+        formatter_class=DefaultsHelpFormatter,
+        help="write a training run's privacy report (WORKDIR/report.md)",
+        description="Writes WORKDIR/report.md with its pictures in WORKDIR/report/: what the run "
+        "protects (mode, privacy unit, adjacency, ε, δ, σ, q, steps, accountant) and what it does "
+        "not, ε and test accuracy per epoch, a sample of the training records with their "
+        "sensitivity, and, when the dataset was made by `jaxpriv anonymize`, that run's summary "
+        "and preview and a leak check: its face detector run on a sample of the anonymized "
+        "outputs, listing every face whose pixels still correlate with the original's by "
+        f"{leaks.LEAK_CORRELATION} or "
+        f"more. Adds the latest `jaxpriv audit --workdir WORKDIR`. `jaxpriv train` writes it at "
+        "the end of a run (log.report), `jaxpriv experiment` for every cell.",
+    )
+    report.add_argument("workdir", help="the workdir of a `jaxpriv train` run")
+    report.set_defaults(run=_report)
     return parser
 
 

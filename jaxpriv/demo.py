@@ -6,6 +6,7 @@ import ml_collections
 
 from jaxpriv import config as config_lib
 from jaxpriv.dp.mechanism import MODES
+from jaxpriv.report import card
 from jaxpriv.train import loop
 
 # Long enough for MaskDP to pull clearly ahead of DP-SGD, short enough for the three runs to
@@ -30,7 +31,10 @@ def demo_configs(epsilon: float, overrides=()) -> list[ml_collections.ConfigDict
 
 
 def run(*, epsilon: float, workdir: str, overrides=(), progress: bool = True) -> list[dict]:
-    return [
-        loop.train(config, os.path.join(workdir, config.name), progress=progress)
-        for config in demo_configs(epsilon, overrides)
-    ]
+    """Trains the three runs in ``workdir/<name>``, each with its privacy report."""
+    results = []
+    for config in demo_configs(epsilon, overrides):
+        run_dir = os.path.join(workdir, config.name)
+        results.append(loop.train(config, run_dir, progress=progress))
+        card.write_at_end(config, run_dir)
+    return results

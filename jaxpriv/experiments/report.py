@@ -114,7 +114,9 @@ def write(experiment: ml_collections.ConfigDict, rows: list[dict], workdir: str)
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write(
             f"# {experiment.name}\n\nTest accuracy: mean ± std over the values of "
-            f"`{options.seed_key}`; ε spent at δ; σ the noise multiplier.\n\n{table}\n"
+            f"`{options.seed_key}`; ε spent at δ; σ the noise multiplier. Each cell's privacy "
+            f"report: `cells/<cell>/report.md`; its curves: `tensorboard --logdir "
+            f"{os.path.join(workdir, 'cells')}`.\n\n{table}\n"
         )
         f.writelines(f"\n![{plot}]({plot})\n" for plot in plots)
     return table

@@ -24,7 +24,8 @@ Overrides apply to the experiment config: ``--config.base.train.epochs=1``,
 ``--config.grid.seed=[0,1]``. Cell ``c`` trains in ``WORKDIR/cells/<c>/`` (``<c>`` spells its
 grid values, e.g. ``dp.epsilon=2.0,dp.mode=dpsgd,seed=0``) and appends one line to
 ``WORKDIR/results.jsonl``: ``cell``, ``values`` (its grid values), ``config_sha256`` and the
-final metrics record of ``loop.train``. A rerun skips the cells found there and resumes a
+final metrics record of ``loop.train``; the cell's workdir also gets TensorBoard event files and
+its privacy report (``report.md``, `jaxpriv.report.card`). A rerun skips the cells found there and resumes a
 half-done cell from its checkpoint.
 """
 
@@ -45,6 +46,7 @@ from jaxpriv import config as config_lib
 from jaxpriv.data import pipeline as data_pipeline
 from jaxpriv.dp import accounting
 from jaxpriv.experiments import anonymized, report
+from jaxpriv.report import card
 from jaxpriv.train import loop
 from jaxpriv.train.metrics import JsonlWriter, read_jsonl
 
@@ -261,7 +263,9 @@ def run(experiment: ml_collections.ConfigDict, workdir: str, *, progress: bool =
     for cell in bar:
         bar.set_postfix_str(cell.id)
         config = with_stage_data(cell, workdir, progress=progress)
-        record = loop.train(config, os.path.join(workdir, "cells", cell.id), progress=progress)
+        cell_dir = os.path.join(workdir, "cells", cell.id)
+        record = loop.train(config, cell_dir, progress=progress)
+        card.write_at_end(config, cell_dir)
         writer.write(
             {"cell": cell.id, "values": cell.values, "config_sha256": cell.sha256, **record}
         )

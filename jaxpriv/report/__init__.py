@@ -1,0 +1,1 @@
+"""One privacy report per training run (`card.write`, ``jaxpriv report WORKDIR``)."""
