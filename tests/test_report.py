@@ -85,6 +85,18 @@ def test_the_report_shows_the_latest_audit(maskdp_run, tmp_path):
     assert "**1 of 1 audits failed.**" in report and "| maskdp | sensitive | 0 |" in report
 
 
+def test_a_dataset_moved_away_is_said_and_the_rest_still_reported(maskdp_run, tmp_path):
+    _, workdir, _ = maskdp_run
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    description = json.loads((run / "run.json").read_text())
+    description["dataset"] = str(tmp_path / "gone")
+    (run / "run.json").write_text(json.dumps(description))
+    report = card.write(run).read_text()
+    assert f"The dataset `{tmp_path / 'gone'}` is not there any more." in report
+    assert table(report)["accountant"] == "`dp.accountant = rdp` (dp-accounting)"
+
+
 def test_a_workdir_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "not the workdir of a `jaxpriv train` run" in capsys.readouterr().err
