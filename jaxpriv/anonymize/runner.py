@@ -14,7 +14,8 @@ A run over images (`readers.Sample`) or videos (`readers.Video`) writes into ``o
   ``source`` of its regions (``annotations`` or ``detector``), ``regions`` found (persons
   annotated, faces detected, or face tracks of a video), the detector's ``confidence`` (its
   scores; a video's lowest and highest), the quarter ``turns`` at which faces were found, a
-  video's ``frames`` and ``frames_with_regions``, and for skipped inputs the ``error``;
+  video's ``frames``, ``frames_with_regions`` and the ``tracks`` of its first clip (per frame,
+  ``[id, x0, y0, x1, y1]``), and for skipped inputs the ``error``;
 * ``preview.png`` (with ``preview`` > 0, once the dataset is complete): a figure of up to
   ``preview`` inputs — where nothing was found, skipped, then a seeded sample of the anonymized
   ones — each as its original, its drop-in copy and its record with the masks tinted
