@@ -88,7 +88,7 @@ def test_two_processes_train_together_and_agree(tmp_path):
     assert [(r["process"], r["processes"], r["devices"]) for r in results] == [(0, 2, 2), (1, 2, 2)]
     first, second = (r["record"] for r in results)
     assert first["params_sha256"] == second["params_sha256"]
-    assert first == {**second, "wall_time": first["wall_time"]}
+    assert first == {**second, "wall_time": first["wall_time"], "step_time": first["step_time"]}
     assert 0 < first["epsilon"] <= 8.0 * (1 + 1e-3)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1  # written by process 0 only

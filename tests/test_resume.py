@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from test_run_logs import events
 from test_train import tiny_config
 
 from jaxpriv.train import loop
-from jaxpriv.train.metrics import read_jsonl
+from jaxpriv.train.metrics import TAGS, read_jsonl
 
 TRAIN = """
 import sys
@@ -77,6 +79,13 @@ def test_killed_run_resumes_bit_identical_with_the_same_epsilon(tmp_path):
     reference_records = read_jsonl(os.path.join(reference_dir, "metrics.jsonl"))
     for key in ("epsilon", "params_sha256", "public_loss", "test_accuracy"):
         assert [r[key] for r in records] == [r[key] for r in reference_records], key
+    # TensorBoard, over the killed run's event file and the resumed one's: every step once
+    logged = events(workdir)
+    for key in ("epsilon", "public_loss", "test_accuracy"):
+        at_epochs = [(step, value) for step, value in logged[TAGS[key]] if step % 4 == 0]
+        assert at_epochs == [(r["step"], np.float32(r[key])) for r in records], key
+    loss_steps = [step for step, _ in logged[TAGS["public_loss"]]]
+    assert loss_steps == sorted({4 * e for e in range(1, 9)} | {10, 20, 30})  # epochs, logs
 
     # A finished run is not trained again.
     assert loop.train(config_for(tmp_path), workdir, progress=False) == records[-1]

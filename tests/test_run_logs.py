@@ -87,6 +87,9 @@ class FakeWandb(types.ModuleType):
     def finish(self):
         self.finished = True
 
+    def Settings(self, **kwargs):  # noqa: N802 - wandb's name
+        return kwargs
+
 
 def test_weights_and_biases_gets_the_same_values_and_no_secret(tmp_path, monkeypatch):
     fake = FakeWandb()
@@ -99,6 +102,8 @@ def test_weights_and_biases_gets_the_same_values_and_no_secret(tmp_path, monkeyp
     record = read_jsonl(str(tmp_path / "run" / "metrics.jsonl"))[-1]
     assert fake.finished and fake.init_kwargs["project"] == "jaxpriv"
     assert fake.init_kwargs["config"]["dp"]["secret_seed"] == "set (hidden)"
+    # W&B's metadata would hold the command line, where a set seed may stand
+    assert fake.init_kwargs["settings"] == {"x_disable_meta": True, "save_code": False}
     step, values = fake.logged[-1]
     assert step == record["step"]
     assert values[TAGS["epsilon"]] == record["epsilon"]

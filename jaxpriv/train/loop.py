@@ -445,7 +445,8 @@ def released_losses(config: ml_collections.ConfigDict) -> dict[str, str]:
 
 class StepClock:
     """Mean seconds per train step between evaluations, without the first step of a process
-    (it compiles) and without evaluation time. Reading it waits for the steps dispatched."""
+    (it compiles) and without evaluation time. Read it after the host has waited for the
+    last step (the loop reads that step's metrics first)."""
 
     def __init__(self):
         self.start, self.steps = None, 0
@@ -525,6 +526,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         mechanism = dataclasses.replace(mechanism, secret=int(saved["secret"]))
     lead = jax.process_index() == 0
     metrics_path = os.path.join(workdir, "metrics.jsonl")
+    if lead:
+        dataset = os.path.abspath(train_source.dataset_info.data_dir)
+        write_run_description(workdir, config, plan, mechanism.clipping_method, mesh.size, dataset)
     if first >= plan.steps:  # finished earlier: nothing to do
         checkpointer.close()
         return read_jsonl(metrics_path)[-1] if lead else {}
@@ -538,10 +542,6 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
     )
     shapes = {"private": plan.capacity, "public": plan.public_capacity}
     losses = released_losses(config)
-    if lead:
-        dataset = train_source.dataset_info.data_dir
-        write_run_description(workdir, config, plan, mechanism.clipping_method, mesh.size, dataset)
-    log = MetricsLog(workdir, config, first) if lead else contextlib.nullcontext()
 
     record = {}
     clock = StepClock()
@@ -553,7 +553,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = T
         disable=not (progress and lead),
         unit="step",
     )
-    with checkpointer, log:
+    with (
+        checkpointer,
+        MetricsLog(workdir, config, first) if lead else contextlib.nullcontext() as log,
+    ):
         for step in bar:
             step_batches = {
                 name: parallel.to_global(batch, mesh, shapes[name])

@@ -61,7 +61,7 @@ def public_config(config: ml_collections.ConfigDict) -> dict:
     return values
 
 
-def _wandb_run(config: ml_collections.ConfigDict, workdir: str, resumed: bool):
+def _wandb_run(config: ml_collections.ConfigDict, workdir: str):
     """A W&B run for ``workdir`` (the same W&B run when a run resumes)."""
     try:
         import wandb
@@ -70,13 +70,17 @@ def _wandb_run(config: ml_collections.ConfigDict, workdir: str, resumed: bool):
             "log.wandb=True needs Weights & Biases: pip install wandb (or set log.wandb=False)"
         ) from error
     run_id = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:16]
+    extra = {}
+    if config.dp.secret_seed >= 0:  # the command line, in W&B's metadata, may hold it
+        extra["settings"] = wandb.Settings(x_disable_meta=True, save_code=False)
     return wandb.init(
         project=config.log.wandb_project,
         name=config.name,
         id=run_id,
         dir=workdir,
         config=public_config(config),
-        resume="allow" if resumed else None,
+        resume="allow",
+        **extra,
     )
 
 
@@ -87,13 +91,13 @@ class MetricsLog:
         self.jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"))
         self.jsonl.drop_after(first)
         self.tensorboard = self.wandb = None
+        if config.log.wandb:
+            self.wandb = _wandb_run(config, workdir)
         if config.log.tensorboard:
             from tensorboardX import SummaryWriter
 
-            # purge_step: TensorBoard hides the events a resumed run writes again
-            self.tensorboard = SummaryWriter(workdir, purge_step=first or None)
-        if config.log.wandb:
-            self.wandb = _wandb_run(config, workdir, resumed=first > 0)
+            # TensorBoard hides the events of steps ≥ purge_step: those a resumed run redoes
+            self.tensorboard = SummaryWriter(workdir, purge_step=first + 1 if first else None)
 
     def scalars(self, step: int, values: dict) -> None:
         """Writes the numbers among ``values`` (metrics.jsonl keys) to TensorBoard and W&B."""
