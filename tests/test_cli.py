@@ -100,6 +100,7 @@ def test_unreachable_target_is_an_error_not_a_traceback(capsys):
                 "--shard-size",
                 "--on-error",
                 "--seed",
+                "--preview",
             ],
         ),
         ("compare", ["--config", "--only", "--workdir", "--no-progress"]),
@@ -115,6 +116,7 @@ def test_unreachable_target_is_an_error_not_a_traceback(capsys):
                 "--workdir",
             ],
         ),
+        ("report", ["workdir", "report.md", "leak check", "ε", "audit"]),
     ],
 )
 def test_help_explains_every_option(capsys, command, options):
@@ -277,6 +279,20 @@ def test_train_saves_checkpoints_in_a_relative_workdir(capsys, tmp_path, monkeyp
     assert code == 0, err
     assert out.startswith("training on 1 cpu device(s) in 1 process(es)\n")
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1", "2"]
+    assert f"privacy report: {os.path.join('run', 'report.md')}" in out
+    assert "**Nothing, formally.**" in (tmp_path / "run" / "report.md").read_text()
+    assert list((tmp_path / "run").glob("events.out.tfevents.*"))
+
+    # A report that fails is a warning: the run is complete and succeeded.
+    from jaxpriv.report import card
+
+    def broken(workdir):
+        raise KeyError("broken")
+
+    monkeypatch.setattr(card, "write", broken)
+    code, out, err = run(capsys, "train", "--config", config, "--workdir", "run", *overrides)
+    assert code == 0 and "privacy report" not in out
+    assert "warning: the privacy report of run could not be written (KeyError" in err
 
 
 def test_audit_writes_its_table_and_fails_when_an_audit_misses(capsys, tmp_path, monkeypatch):

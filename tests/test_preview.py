@@ -210,3 +210,31 @@ def test_a_video_row_shows_strips_with_the_tracked_ids(tmp_path, monkeypatch):
         assert record["region"][k, int((y0 + y1) / 2), x] == 1
     figure = preview.draw(rows, sources_of(videos, tmp_path / "out"), tmp_path / "out", options, "")
     assert len(image_axes(figure)) == 3
+
+
+def test_a_preview_that_fails_leaves_the_run_finished_without_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(detect.DETECTORS, "squares_for_test", lambda: square_faces)
+    frames = np.full((4, 32, 32, 3), 60, np.uint8)
+    frames[:, 8:24, 8:24] = 220
+    write_video(tmp_path / "in" / "walk" / "one.mp4", list(frames))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "preview.png").write_bytes(b"an earlier run's")
+
+    def broken(*args):
+        raise RuntimeError("no canvas")
+
+    monkeypatch.setattr(preview, "draw", broken)
+    options = pipeline.Options(
+        method="maskout",
+        detector="squares_for_test",
+        size=32,
+        test_fraction=0.0,
+        clip_frames=4,
+        frame_stride=1,
+    )
+    videos = readers.read_videos(tmp_path / "in")
+    summary = runner.run(videos, tmp_path / "out", options, workers=1, progress=False)
+    assert summary["preview"] is None and summary["records"]["train"] == 1
+    assert (tmp_path / "out" / "summary.json").is_file()
+    assert not (tmp_path / "out" / "preview.png").exists()
+    assert "warning: no preview.png (RuntimeError: no canvas)" in capsys.readouterr().out

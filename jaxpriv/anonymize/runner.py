@@ -379,9 +379,14 @@ def _finish(
         for index, units in enumerate(shards)
         for unit in units
     }
-    preview_path = preview.write_preview(
-        out_dir / "preview.png", reports, sources, out_dir, options, preview_count
-    )
+    try:
+        preview_path = preview.write_preview(
+            out_dir / "preview.png", reports, sources, out_dir, options, preview_count
+        )
+    except Exception as error:  # noqa: BLE001 - a figure must not undo a finished dataset
+        tqdm.tqdm.write(f"warning: no preview.png ({type(error).__name__}: {error})")
+        (out_dir / "preview.png").unlink(missing_ok=True)  # an earlier run's would mislead
+        preview_path = None
     summary = {
         "records": counts,
         "inputs": {status: statuses[status] for status in ("anonymized", "kept", "skipped")},

@@ -265,10 +265,10 @@ def run(experiment: ml_collections.ConfigDict, workdir: str, *, progress: bool =
         config = with_stage_data(cell, workdir, progress=progress)
         cell_dir = os.path.join(workdir, "cells", cell.id)
         record = loop.train(config, cell_dir, progress=progress)
-        card.write_at_end(config, cell_dir)
         writer.write(
             {"cell": cell.id, "values": cell.values, "config_sha256": cell.sha256, **record}
         )
+        card.write_at_end(config, cell_dir)
     done = finished(workdir, planned)
     return report.write(experiment, [done[cell.id] for cell in planned], workdir)
 

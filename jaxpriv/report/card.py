@@ -11,10 +11,12 @@ of its output (`jaxpriv.report.leaks`) and the latest audit. The secret seed nev
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,9 @@ def _load(workdir: Path) -> tuple[dict, list[dict]]:
     """(run.json, metrics records) of a training workdir, or a clear error."""
     if not (workdir / "run.json").is_file():
         raise FileNotFoundError(
-            f"{workdir} holds no run.json: not the workdir of a `jaxpriv train` run (or one "
-            "started before reports existed; rerun it to resume and write one)"
+            f"{workdir} holds no run.json: not the workdir of a `jaxpriv train` run (a run "
+            "started before reports existed writes it when its `jaxpriv train` command is run "
+            "again)"
         )
     run = json.loads((workdir / "run.json").read_text())
     metrics = workdir / "metrics.jsonl"
@@ -43,7 +46,24 @@ def _number(value) -> str:
     return "∞" if value is None else f"{value:.4g}"
 
 
-def _settings_table(run: dict, last: dict) -> list[str]:
+POLICIES = {
+    "real": "every pixel that is not removed or synthetic",
+    "all": "every pixel (MaskDP is then DP-SGD on the pixels)",
+    "none": "**no pixel: MaskDP protects nothing**",
+}
+
+
+def sensitivity_policy(run: dict, anonymization: dict | None) -> tuple[str, str] | None:
+    """(policy, the setting it comes from) of the training data's ``sensitive`` masks, when
+    known: the anonymization run's ``--sensitivity`` or the synthetic data's."""
+    if anonymization:
+        return anonymization["options"]["sensitivity"], "jaxpriv anonymize --sensitivity"
+    if run["config"]["data"]["name"] == "synthetic":
+        return run["config"]["data"]["sensitivity"], "data.sensitivity"
+    return None
+
+
+def _settings_table(run: dict, last: dict, policy: tuple[str, str] | None) -> list[str]:
     """The guarantee's parameters, each with the config key it comes from."""
     dp, train, plan = run["config"]["dp"], run["config"]["train"], run["plan"]
     unit = "the sensitive pixels of one record" if dp["mode"] == "maskdp" else "one record"
@@ -73,11 +93,16 @@ def _settings_table(run: dict, last: dict) -> list[str]:
         ("steps", f"{last.get('step', 0)} of {plan['steps']} planned ({train['epochs']:g} epochs)"),
         ("accountant", f"`dp.accountant = {dp['accountant']}` (dp-accounting)"),
     ]
+    if dp["mode"] == "maskdp":
+        sensitive = "as the dataset's `sensitive` masks say (policy not recorded)"
+        if policy:
+            sensitive = f"{POLICIES[policy[0]]} (`{policy[1]} = {policy[0]}`)"
+        rows.insert(1, ("sensitive pixels", sensitive))
     lines = ["| setting | value |", "|---|---|"]
     return lines + [f"| {name} | {value} |" for name, value in rows]
 
 
-def _protected(run: dict, last: dict) -> list[str]:
+def _protected(run: dict, last: dict, policy: tuple[str, str] | None) -> list[str]:
     dp = run["config"]["dp"]
     lines = ["## What is protected", ""]
     if dp["mode"] == "none":
@@ -88,11 +113,11 @@ def _protected(run: dict, last: dict) -> list[str]:
         ]
     what = {
         "dpsgd": "Each whole record — its pixels, label and mask — is protected",
-        "maskdp": "The sensitive (real) pixels of each record are protected",
+        "maskdp": "The sensitive pixels of each record are protected",
     }[dp["mode"]]
     eps = _number(last.get("epsilon"))
     lines += [f"{what}: the released parameters are ({eps}, {dp['delta']:g})-DP.", ""]
-    return lines + _settings_table(run, last) + [""]
+    return lines + _settings_table(run, last, policy) + [""]
 
 
 def _not_protected(run: dict, anonymization: dict | None) -> list[str]:
@@ -166,36 +191,40 @@ def _records(run: dict, pictures: Path) -> list[str]:
 
 
 def find_anonymization(dataset: str) -> Path | None:
-    """The ``jaxpriv anonymize`` output folder whose TFDS dataset is ``dataset``, if any."""
+    """The ``jaxpriv anonymize`` output folder whose TFDS dataset is ``dataset`` (it lies in
+    that folder's ``tfds/``, beside its summary.json, wherever the folder was moved), if any."""
     folder = Path(dataset).resolve()
     for parent in list(folder.parents)[:4]:
-        summary = parent / "summary.json"
-        if summary.is_file():
-            made = Path(json.loads(summary.read_text())["dataset"]).resolve()
-            if made == folder:
-                return parent
+        if (parent / "summary.json").is_file() and folder.is_relative_to(parent / "tfds"):
+            return parent
     return None
 
 
 def _anonymization(out_dir: Path, summary: dict, reports: list[dict], pictures: Path) -> list[str]:
-    options, counts = summary["options"], summary["inputs"]
+    options = summary["options"]
     found = sum(r.get("regions", 0) for r in reports)
     what = "persons" if options["region"] == "body" else "faces"
+    counts = collections.Counter(
+        "nothing found" if r.get("nothing_found") else r["status"] for r in reports
+    )
     lines = [
         "## How the dataset was anonymized",
         "",
         f"`jaxpriv anonymize` into `{out_dir}`: method `{options['method']}`, region "
         f"`{options['region']}`, detector `{options['detector']}`.",
         "",
-        "| inputs | anonymized | nothing found | skipped | " + what + " found |",
+        f"| inputs | anonymized | nothing found | skipped (errors) | {what} found |",
         "|---|---|---|---|---|",
-        f"| {len(reports)} | {counts['anonymized']} | {len(summary['nothing_found'])} | "
+        f"| {len(reports)} | {counts['anonymized']} | {counts['nothing found']} | "
         f"{counts['skipped']} | {found} |",
         "",
     ]
     for title, keys in (
         ("Nothing found (kept unchanged or skipped, `--if-none`)", summary["nothing_found"]),
-        ("Skipped", [f"{s['key']}: {s['error']}" for s in summary["skipped"]]),
+        (
+            "Skipped (errors)",
+            [f"{r['key']}: {r['error']}" for r in reports if counts_as_error(r)],
+        ),
     ):
         if keys:
             lines += [f"{title}:", ""] + [f"- `{key}`" for key in keys[:20]]
@@ -213,14 +242,9 @@ def _not_anonymized(run: dict) -> list[str]:
     if data["name"] == "synthetic":
         text = (
             "The embedded synthetic clips (`data.name = synthetic`): generated, no real person. "
-            "Each figure stands for an avatar that replaced a person; with `data.sensitivity = "
-            f"{data['sensitivity']}` the figure's pixels are "
-            + (
-                "public and the background real (sensitive)."
-                if data["sensitivity"] == "real"
-                else "treated as the policy says (see above)."
-            )
-            + " No leak check: there are no originals."
+            "Each figure stands for an avatar that replaced a person: with `data.sensitivity = "
+            "real` its pixels are public and the background's real (see the sensitive pixels "
+            "above). No leak check: there are no originals."
         )
     else:
         text = (
@@ -230,14 +254,19 @@ def _not_anonymized(run: dict) -> list[str]:
     return ["## How the dataset was anonymized", "", text, ""]
 
 
+def counts_as_error(report: dict) -> bool:
+    """A skipped input that was not skipped for having no one found in it."""
+    return report["status"] == "skipped" and not report.get("nothing_found")
+
+
 def _leak_check(out_dir: Path, summary: dict, reports: list[dict]) -> list[str]:
     lines = ["## Leak check", ""]
     if not summary.get("input_root"):
         return lines + ["Not run: the anonymization run has no input folder to compare with.", ""]
     try:
         result = leaks.check(out_dir, summary, reports, LEAK_SAMPLE)
-    except (ImportError, OSError) as error:  # no OpenCV; a detector's weights are gone
-        return lines + [f"Not run: the face detector is not available here ({error}).", ""]
+    except (ValueError, OSError) as error:  # e.g. a detector's weights or an original gone
+        return lines + [f"Not run: {type(error).__name__}: {error}", ""]
     found = result["detections"]
     leaked = [d for d in found if d.leak]
     verdict = (
@@ -247,7 +276,7 @@ def _leak_check(out_dir: Path, summary: dict, reports: list[dict]) -> list[str]:
         else "No leak found."
     )
     lines += [
-        f"The `{result['detector']}` face detector ran on {len(result['checked'])} anonymized "
+        f"The `{result['detector']}` face detector ran on {len(result['checked'])} written "
         f"outputs (a seeded sample) and found {len(found)} face(s). A face whose grey pixels "
         f"correlate with the original's by ≥ {leaks.LEAK_CORRELATION} is listed as a leak. "
         + verdict,
@@ -298,6 +327,10 @@ def _header(workdir: Path, run: dict, last: dict) -> list[str]:
         f"test accuracy {accuracy}, ε = {_number(last.get('epsilon'))}. Written "
         f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by `jaxpriv report`.",
         "",
+        "> Its pictures show training records (real, sensitive pixels) and, for an anonymized "
+        "dataset, original photos in the preview: share this report only with those who may "
+        "see the training data.",
+        "",
     ]
 
 
@@ -314,7 +347,8 @@ def write(workdir: str | os.PathLike) -> Path:
         summary = json.loads((out_dir / "summary.json").read_text())
         reports = read_jsonl(str(out_dir / "inputs.jsonl"))
     lines = _header(workdir, run, last)
-    lines += _protected(run, last) + _not_protected(run, summary)
+    lines += _protected(run, last, sensitivity_policy(run, summary))
+    lines += _not_protected(run, summary)
     lines += _curve(run, records, pictures) + _records(run, pictures)
     if out_dir is None:
         lines += _not_anonymized(run)
@@ -330,9 +364,22 @@ def write(workdir: str | os.PathLike) -> Path:
 
 
 def write_at_end(config, workdir: str | os.PathLike) -> Path | None:
-    """The report of a finished run when ``config.log.report`` asks for it (process 0 only)."""
+    """The report of a finished run when ``config.log.report`` asks for it (process 0 only).
+
+    The run succeeded whatever happens here: a report that cannot be written is a warning
+    (``jaxpriv report`` retries it), never a failed run.
+    """
     import jax
 
-    if config.log.report and jax.process_index() == 0:
+    if not config.log.report or jax.process_index() > 0:
+        return None
+    try:
         return write(workdir)
-    return None
+    except Exception as error:  # noqa: BLE001 - the run itself is done and saved
+        print(
+            f"warning: the privacy report of {workdir} could not be written "
+            f"({type(error).__name__}: {error}); the run is complete, `jaxpriv report "
+            f"{workdir}` retries it",
+            file=sys.stderr,
+        )
+        return None
