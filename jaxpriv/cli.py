@@ -442,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=16,
         help="inputs shown in OUT/preview.png (0: none): those where nothing was found and the "
-        "skipped ones first, then a seeded sample; each row shows the original, the anonymized "
+        "skipped ones first (at most half of the rows while there are others to show), then a "
+        "seeded sample; each row shows the original, the anonymized "
         "copy and the record's sensitivity (public / anonymized but private / real)",
     )
     anonymize.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -80,6 +80,11 @@ def test_interrupted_sweep_resumes_without_redoing_finished_cells(swept):
     assert trained == [IDS[0], IDS[1], IDS[1], IDS[2], IDS[3]]
     assert [row["cell"] for row in read_jsonl(os.path.join(workdir, "results.jsonl"))] == IDS
     assert sorted(os.listdir(os.path.join(workdir, "cells"))) == IDS
+    for cell in IDS:  # each cell's TensorBoard events and privacy report
+        folder = os.path.join(workdir, "cells", cell)
+        assert glob.glob(os.path.join(folder, "events.out.tfevents.*")), cell
+        with open(os.path.join(folder, "report.md")) as f:
+            assert f"`dp.mode = {cell.split('dp.mode=')[1].split(',')[0]}`" in f.read()
 
 
 def test_finished_sweep_trains_nothing_and_rewrites_the_report(swept, monkeypatch):

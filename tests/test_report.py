@@ -55,6 +55,9 @@ def test_the_report_names_exactly_the_settings_of_the_run(maskdp_run):
     assert settings["q (sampling rate)"] == "0.25 = 16 / 64, `dp.sampling = poisson`"
     assert settings["steps"] == "8 of 8 planned (2 epochs)"
     assert settings["accountant"] == "`dp.accountant = rdp` (dp-accounting)"
+    assert settings["sensitive pixels"] == (
+        "every pixel that is not removed or synthetic (`data.sensitivity = real`)"
+    )
     assert "Labels, the sensitivity masks" in report  # what MaskDP does not protect
     for picture in ("epsilon.png", "records.png"):
         assert (workdir / "report" / picture).stat().st_size > 10_000
@@ -168,3 +171,32 @@ def test_the_report_of_a_run_on_an_anonymized_dataset_flags_the_planted_leak(
     )
     assert "(report/anonymization_preview.png)" in report
     assert (run / "report" / "anonymization_preview.png").is_file()
+
+
+def test_the_leak_check_of_videos_looks_at_the_first_clips_frames(tmp_path, monkeypatch):
+    from test_anonymize_pipeline import write_video
+    from test_preview import square_faces
+
+    from jaxpriv.anonymize import detect
+
+    monkeypatch.setitem(detect.DETECTORS, "squares_for_test", lambda: square_faces)
+    frames = np.full((9, 48, 48, 3), 60, np.uint8)
+    for t in range(9):
+        frames[t, 8:24, 4 + 2 * t : 20 + 2 * t] = 220  # a "face" moving right
+    write_video(tmp_path / "in" / "walk" / "clip.mp4", list(frames))
+    options = Options(
+        method="maskout", detector="squares_for_test", size=32, test_fraction=0.0,
+        clip_frames=4, frame_stride=2, search_rotations=False,
+    )  # fmt: skip
+    videos = readers.read_videos(tmp_path / "in")
+    summary = runner.run(
+        videos, tmp_path / "out", options, workers=1, progress=False, input_root=tmp_path / "in"
+    )
+    reports = [
+        json.loads(line) for line in (tmp_path / "out/inputs.jsonl").read_text().splitlines()
+    ]
+    clean = leaks.check(tmp_path / "out", summary, reports, sample=4)["detections"]
+    assert not [d for d in clean if d.leak]  # the masked-out face left coding noise at most
+    shutil.copyfile(tmp_path / "in/walk/clip.mp4", tmp_path / "out/images/walk/clip.mp4")
+    found = leaks.check(tmp_path / "out", summary, reports, sample=4)["detections"]
+    assert sorted({d.frame for d in found if d.leak}) == [0, 2, 4, 6]  # the clip's frames shown

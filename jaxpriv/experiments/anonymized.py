@@ -124,6 +124,7 @@ def prepare(stage: ml_collections.ConfigDict, folder: str, *, progress: bool = T
         workers=stage.workers,
         shard_size=64 if stage.layout == "synthetic" else None,  # short clips: 64 per shard
         progress=progress,
+        input_root=None if stage.layout == "synthetic" else os.path.expanduser(stage.root),
     )
     return summary["dataset"]
 

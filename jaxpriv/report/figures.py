@@ -1,24 +1,29 @@
-"""The report's pictures (PNG, matplotlib's Agg backend): the privacy spent and the test
-accuracy over training, and a sample of training records with their sensitivity masks."""
+"""The report's pictures (PNG, matplotlib's Agg canvas; no global pyplot state): the privacy
+spent and the test accuracy over training, and a sample of training records with their
+sensitivity masks."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxpriv.data import schema
 
-from jaxpriv.data import schema  # noqa: E402
+
+def _figure(size: tuple[float, float], rows: int, columns: int):
+    figure = Figure(figsize=size)
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(rows, columns, squeeze=False)
 
 
 def privacy_curve(records: list[dict], target_epsilon: float | None, path: Path) -> None:
     """ε spent (with the target as a dashed line) and test accuracy, per epoch."""
     epochs = [0.0] + [r["epoch"] for r in records]
-    figure, (spent, accuracy) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure, ((spent, accuracy),) = _figure((9, 3.4), 1, 2)
     if target_epsilon is None:
         spent.text(0.5, 0.5, "no DP: ε = ∞", ha="center", va="center", fontsize=14)
         spent.set_xticks([])
@@ -45,7 +50,7 @@ def records_grid(records: list[dict], class_names: list[str], path: Path) -> Non
     sensitivity overlay, titled by label."""
     from jaxpriv.anonymize import preview
 
-    figure, axes = plt.subplots(2, len(records), figsize=(1.9 * len(records), 4.4), squeeze=False)
+    figure, axes = _figure((1.9 * len(records), 4.4), 2, len(records))
     for column, record in enumerate(records):
         pixels = record[schema.pixel_feature(record)]
         sensitive = record[schema.SENSITIVE]
@@ -69,5 +74,4 @@ def _save(figure, path: Path) -> None:
     """Writes the PNG under a temporary name and renames it (never a half-written picture)."""
     temporary = f"{path}.partial"
     figure.savefig(temporary, format="png", dpi=110)
-    plt.close(figure)
     os.replace(temporary, path)

@@ -1,8 +1,9 @@
 """The leak check of an anonymized dataset: faces still found in its output, that look like the
 original.
 
-The face detector of the anonymization run is run on a seeded sample of the written inputs
-(images, or a few frames of each video). A detection is listed with the Pearson correlation of
+The face detector of the anonymization run (turning the image where it finds no one upright,
+as the run did with ``search_rotations``) is run on a seeded sample of the written inputs:
+images, or the frames of a video's first clip that the preview shows. A detection is listed with the Pearson correlation of
 its grey pixels with the same box of the original file; a correlation of at least
 `LEAK_CORRELATION` means the face there was left (nearly) as it was: a leak. Blurred or
 pixelated faces keep their coarse shape, so a detectable one correlates too; generated or
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 LEAK_CORRELATION = 0.9
-FRAMES_PER_VIDEO = 4  # evenly spread over the first clip's worth of frames
 WRITTEN = ("anonymized", "kept")  # statuses of inputs with a drop-in copy
 
 
@@ -49,19 +49,19 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return image[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
-def _frame_pairs(original: Path, output: Path, is_video: bool, stride: int):
+def _frame_pairs(original: Path, output: Path, is_video: bool, options):
     """(frame index or None, original RGB, output RGB) pairs of one input."""
-    from jaxpriv.anonymize import readers
+    from jaxpriv.anonymize import preview, readers
 
     if not is_video:
         yield None, readers.load_image(original), readers.load_image(output)
         return
-    wanted = set(range(0, FRAMES_PER_VIDEO * stride, stride))
+    wanted = [k * options.frame_stride for k in preview.shown_frames(options)]
     frames = zip(readers.decode_video(original), readers.decode_video(output))
     for index, (real, written) in enumerate(frames):
         if index in wanted:
             yield index, real, written
-        if index >= max(wanted):
+        if index >= wanted[-1]:
             return
 
 
@@ -69,12 +69,13 @@ def check(out_dir: Path, summary: dict, reports: list[dict], sample: int, seed: 
     """The leak check of the anonymization run in ``out_dir`` (its ``summary.json`` and
     ``inputs.jsonl`` reports): {"checked": keys, "detections": [Detection], "detector",
     "unmatched": keys whose original file is gone or has another size than the output}."""
-    from jaxpriv.anonymize import detect
+    from jaxpriv.anonymize import detect, pipeline
+    from jaxpriv.anonymize.settings import Options
 
-    options = summary["options"]
+    options = Options(**summary["options"])
     written = sorted(r["key"] for r in reports if r["status"] in WRITTEN)
     chosen = sorted(random.Random(seed).sample(written, min(sample, len(written))))
-    detector = detect.make_detector(options["detector"])
+    detector = detect.make_detector(options.detector)
     root = Path(summary["input_root"])
     detections, unmatched = [], []
     for key in chosen:
@@ -83,12 +84,12 @@ def check(out_dir: Path, summary: dict, reports: list[dict], sample: int, seed: 
             unmatched.append(key)
             continue
         is_video = bool(next(r for r in reports if r["key"] == key).get("frames"))
-        pairs = _frame_pairs(original, out_dir / "images" / key, is_video, options["frame_stride"])
+        pairs = _frame_pairs(original, out_dir / "images" / key, is_video, options)
         for frame, real, written_pixels in pairs:
             if real.shape[:2] != written_pixels.shape[:2]:
                 unmatched.append(key)
                 break
-            for face in detector(written_pixels):
+            for face in pipeline.find_faces(written_pixels, options, detector)[0]:
                 x0, y0, x1, y1 = (int(round(v)) for v in face.box)
                 if x1 - x0 < 2 or y1 - y0 < 2:
                     continue
@@ -98,6 +99,6 @@ def check(out_dir: Path, summary: dict, reports: list[dict], sample: int, seed: 
     return {
         "checked": [key for key in chosen if key not in unmatched],
         "detections": detections,
-        "detector": options["detector"],
+        "detector": options.detector,
         "unmatched": unmatched,
     }
