@@ -172,22 +172,20 @@ def square_faces(image):
     ]
 
 
-def test_a_video_row_shows_strips_with_the_tracked_ids(tmp_path, monkeypatch):
+def square_options(monkeypatch, **changes) -> pipeline.Options:
+    """Options of a small video run whose faces are the bright squares (`square_faces`)."""
     monkeypatch.setitem(detect.DETECTORS, "squares_for_test", lambda: square_faces)
+    fixed = dict(size=32, test_fraction=0.0, clip_frames=4, search_rotations=False)
+    return pipeline.Options(detector="squares_for_test", **fixed, **changes)
+
+
+def test_a_video_row_shows_strips_with_the_tracked_ids(tmp_path, monkeypatch):
     frames = np.full((9, 48, 80, 3), 60, np.uint8)  # landscape: the record crops its sides
     for t in range(9):
         frames[t, 8:24, 20 + 2 * t : 36 + 2 * t] = 220  # moves right
         frames[t, 26:42, 50:66] = 220  # stays
     write_video(tmp_path / "in" / "walk" / "two.mp4", list(frames))
-    options = pipeline.Options(
-        method="pixelate",
-        detector="squares_for_test",
-        size=32,
-        test_fraction=0.0,
-        clip_frames=4,
-        frame_stride=2,
-        search_rotations=False,
-    )
+    options = square_options(monkeypatch, method="pixelate", frame_stride=2)
     videos = readers.read_videos(tmp_path / "in")
     summary = runner.run(videos, tmp_path / "out", options, workers=1, progress=False, preview=2)
     assert summary["preview"] == str(tmp_path / "out" / "preview.png")
@@ -213,7 +211,6 @@ def test_a_video_row_shows_strips_with_the_tracked_ids(tmp_path, monkeypatch):
 
 
 def test_a_preview_that_fails_leaves_the_run_finished_without_one(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(detect.DETECTORS, "squares_for_test", lambda: square_faces)
     frames = np.full((4, 32, 32, 3), 60, np.uint8)
     frames[:, 8:24, 8:24] = 220
     write_video(tmp_path / "in" / "walk" / "one.mp4", list(frames))
@@ -224,14 +221,7 @@ def test_a_preview_that_fails_leaves_the_run_finished_without_one(tmp_path, monk
         raise RuntimeError("no canvas")
 
     monkeypatch.setattr(preview, "draw", broken)
-    options = pipeline.Options(
-        method="maskout",
-        detector="squares_for_test",
-        size=32,
-        test_fraction=0.0,
-        clip_frames=4,
-        frame_stride=1,
-    )
+    options = square_options(monkeypatch, method="maskout", frame_stride=1)
     videos = readers.read_videos(tmp_path / "in")
     summary = runner.run(videos, tmp_path / "out", options, workers=1, progress=False)
     assert summary["preview"] is None and summary["records"]["train"] == 1

@@ -175,19 +175,13 @@ def test_the_report_of_a_run_on_an_anonymized_dataset_flags_the_planted_leak(
 
 def test_the_leak_check_of_videos_looks_at_the_first_clips_frames(tmp_path, monkeypatch):
     from test_anonymize_pipeline import write_video
-    from test_preview import square_faces
+    from test_preview import square_options
 
-    from jaxpriv.anonymize import detect
-
-    monkeypatch.setitem(detect.DETECTORS, "squares_for_test", lambda: square_faces)
     frames = np.full((9, 48, 48, 3), 60, np.uint8)
     for t in range(9):
         frames[t, 8:24, 4 + 2 * t : 20 + 2 * t] = 220  # a "face" moving right
     write_video(tmp_path / "in" / "walk" / "clip.mp4", list(frames))
-    options = Options(
-        method="maskout", detector="squares_for_test", size=32, test_fraction=0.0,
-        clip_frames=4, frame_stride=2, search_rotations=False,
-    )  # fmt: skip
+    options = square_options(monkeypatch, method="maskout", frame_stride=2)
     videos = readers.read_videos(tmp_path / "in")
     summary = runner.run(
         videos, tmp_path / "out", options, workers=1, progress=False, input_root=tmp_path / "in"
