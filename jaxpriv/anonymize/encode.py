@@ -1,34 +1,18 @@
 """Files that appear only when whole: the drop-in copy's images and videos, and the rest.
 
-Every file is written under a temporary name (`atomic_path`) and renamed, so an interrupted run
-never leaves a half-written image, video, shard or report under its real name.
+Every file is written under a temporary name (`jaxpriv.files.atomic_path`) and renamed, so an
+interrupted run never leaves a half-written image or video under its real name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
 
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` (``.<name>.<pid>.partial<suffix>``: hidden, one per
-    process, since tasks may write the same file at once, and with the suffix by which encoders
-    choose the format) that becomes ``path`` when the block ends without an error and is
-    removed when it raises. A killed process leaves it behind, never a half-written ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+from jaxpriv.files import atomic_path
 
 
 def write_image_atomically(path: Path, image: np.ndarray) -> None:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxpriv.anonymize import encode, native_logs
+from jaxpriv import files
+from jaxpriv.anonymize import native_logs
 
 BUNDLE_NAME = "pose_landmarker_full.task"
 SETUP_COMMAND = "bash launch/setup.sh"
@@ -164,7 +165,7 @@ def build_bundle(wheel_path: str | os.PathLike, out_dir: str | os.PathLike | Non
     models["pose_landmarks_detector.tflite"] = _with_metadata(
         models["pose_landmarks_detector.tflite"], _landmark_metadata()
     )
-    with encode.atomic_path(bundle) as temporary:
+    with files.atomic_path(bundle) as temporary:
         model_asset_bundle_utils.create_model_asset_bundle(models, str(temporary))
     return bundle
 

@@ -26,7 +26,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from jaxpriv.anonymize import encode, readers
+from jaxpriv import files
+from jaxpriv.anonymize import readers
 from jaxpriv.anonymize.settings import Options
 from jaxpriv.data import schema, sensitivity
 
@@ -380,6 +381,6 @@ def write_preview(
         path.unlink(missing_ok=True)
         return None
     figure = draw(rows, sources, out_dir, options, title(reports, rows, options))
-    with encode.atomic_path(path) as temporary:
+    with files.atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")
     return path

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import tqdm
 
-from jaxpriv.anonymize import detect, encode, pipeline, preview, readers, tasks
+from jaxpriv import files
+from jaxpriv.anonymize import detect, pipeline, preview, readers, tasks
 from jaxpriv.anonymize.settings import ON_ERROR, Options
 from jaxpriv.anonymize.tfds_writer import write_tfds
 from jaxpriv.data import schema
@@ -123,7 +124,7 @@ def _run_shard(job: tuple[int, list[Unit], str]) -> int:
         records += unit_records
         reports.append(report)
     stacked = {name: np.stack([r[name] for r in records]) for name in records[0]} if records else {}
-    with encode.atomic_path(shard_path(_WORKER["out_dir"], index)) as temporary:
+    with files.atomic_path(shard_path(_WORKER["out_dir"], index)) as temporary:
         np.savez(temporary, inputs=json.dumps(reports), **stacked)
     return index
 
@@ -162,7 +163,7 @@ def _claim(out_dir: Path, run: dict, *, write: bool = True) -> None:
         return
     if not write:
         raise ValueError(f"{out_dir}: no run to finish there (no .shards/run.json)")
-    with encode.atomic_path(path) as temporary:
+    with files.atomic_path(path) as temporary:
         temporary.write_text(json.dumps(run, indent=1))
 
 
@@ -371,7 +372,7 @@ def _finish(
         )
     splits = tuple(split for split, count in counts.items() if count)
     dataset_dir = write_tfds(out_dir, pixels, shape, sorted(labels), len(shards), splits)
-    with encode.atomic_path(out_dir / "inputs.jsonl") as temporary:
+    with files.atomic_path(out_dir / "inputs.jsonl") as temporary:
         temporary.write_text("".join(json.dumps(report) + "\n" for report in reports))
     statuses = collections.Counter(r["status"] for r in reports)
     sources = {
@@ -399,6 +400,6 @@ def _finish(
         "preview": str(preview_path) if preview_path is not None else None,
         "options": dataclasses.asdict(options),
     }
-    with encode.atomic_path(out_dir / "summary.json") as temporary:
+    with files.atomic_path(out_dir / "summary.json") as temporary:
         temporary.write_text(json.dumps(summary, indent=1))
     return summary

@@ -19,6 +19,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from jaxpriv import files
+
 
 def _key_name(key) -> str:
     for attr in ("key", "name", "idx"):
@@ -42,14 +44,8 @@ def save_params(path: str | os.PathLike, params) -> None:
         if array.dtype.kind == "V":  # bfloat16 & co. (ml_dtypes): float32 holds them exactly
             array = array.astype(np.float32)
         arrays[name] = array
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with files.atomic_path(path) as temporary, open(temporary, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _checkpoint_state_dir(path: str) -> str:

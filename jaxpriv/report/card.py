@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxpriv import files
 from jaxpriv.report import figures, leaks
 from jaxpriv.train.metrics import read_jsonl
 
@@ -365,9 +366,8 @@ def write(workdir: str | os.PathLike) -> Path:
         lines += _leak_check(out_dir, summary, reports)
     lines += _audit(workdir)
     path = workdir / "report.md"
-    temporary = workdir / "report.md.partial"
-    temporary.write_text("\n".join(lines))
-    os.replace(temporary, path)
+    with files.atomic_path(path) as temporary:
+        temporary.write_text("\n".join(lines))
     return path
 
 

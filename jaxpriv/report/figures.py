@@ -4,13 +4,13 @@ sensitivity masks."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from jaxpriv import files
 from jaxpriv.data import schema
 
 
@@ -71,7 +71,6 @@ def records_grid(records: list[dict], class_names: list[str], path: Path) -> Non
 
 
 def _save(figure, path: Path) -> None:
-    """Writes the PNG under a temporary name and renames it (never a half-written picture)."""
-    temporary = f"{path}.partial"
-    figure.savefig(temporary, format="png", dpi=110)
-    os.replace(temporary, path)
+    """Writes the PNG, never a half-written one."""
+    with files.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)

@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from jaxpriv import config as config_lib
+from jaxpriv import files
 from jaxpriv.data import pipeline, schema, tfds_builder
 from jaxpriv.dp import accounting, sampling
 from jaxpriv.dp import mechanism as mechanism_lib
@@ -478,11 +479,8 @@ def write_run_description(
         "devices": devices,
         "dataset": dataset,
     }
-    os.makedirs(workdir, exist_ok=True)
-    temporary = os.path.join(workdir, "run.json.partial")
-    with open(temporary, "w") as f:
-        json.dump(description, f, indent=1)
-    os.replace(temporary, os.path.join(workdir, "run.json"))
+    with files.atomic_path(os.path.join(workdir, "run.json")) as temporary:
+        temporary.write_text(json.dumps(description, indent=1))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, *, progress: bool = True) -> dict:

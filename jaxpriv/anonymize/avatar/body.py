@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from jaxpriv.anonymize import encode
+from jaxpriv import files
 
 COCO_KEYPOINTS = (
     "nose",
@@ -339,9 +339,9 @@ def _load_anny(cache_dir: Path, topology: str):
     keypoints_file = cache_dir / f"{stem}.coco.safetensors"
     if not keypoints_file.exists():  # written last: the build is complete
         data, keypoints = _build_anny(topology)
-        with encode.atomic_path(model_file) as temporary:
+        with files.atomic_path(model_file) as temporary:
             data.save_safetensors(str(temporary))
-        with encode.atomic_path(keypoints_file) as temporary:
+        with files.atomic_path(keypoints_file) as temporary:
             safetensors.torch.save_file({"coco": keypoints}, str(temporary))
     keypoints = safetensors.torch.load_file(keypoints_file)["coco"]
     return ModelData.load_safetensors(model_file), keypoints
