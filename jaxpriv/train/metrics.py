@@ -3,15 +3,18 @@ Weights & Biases — the same values in all three.
 
 `MetricsLog` writes one record per evaluation to all of them, and the released training losses
 of the steps in between to TensorBoard and W&B only. The event files lie next to
-``metrics.jsonl`` (``tensorboard --logdir runs`` finds every run) and are written by
-``tensorboardX``, without TensorFlow.
+``metrics.jsonl`` (``tensorboard --logdir runs`` finds every run) and are written with
+``tensorboardX``'s event writer, without TensorFlow, synchronously (`EventFile`).
 """
 
 import hashlib
 import json
 import os
+import time
 
 import ml_collections
+
+from jaxpriv import files
 
 # metrics.jsonl key → TensorBoard tag (and W&B key); records hold seconds, tags say so.
 TAGS = {
@@ -37,10 +40,8 @@ class JsonlWriter:
         """Removes the records of steps after ``step`` (a resumed run writes them again)."""
         if os.path.exists(self.path):
             kept = [r for r in read_jsonl(self.path) if r["step"] <= step]
-            temporary = f"{self.path}.partial"
-            with open(temporary, "w") as f:
-                f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-            os.replace(temporary, self.path)
+            with files.atomic_path(self.path) as temporary:
+                temporary.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -84,6 +85,37 @@ def _wandb_run(config: ml_collections.ConfigDict, workdir: str):
     )
 
 
+class EventFile:
+    """A TensorBoard event file written synchronously, event by event (tensorboardX's
+    ``SummaryWriter`` queues events to a thread that flushes every two minutes: a killed run
+    would lose them, while its metrics.jsonl keeps every line)."""
+
+    def __init__(self, folder: str, purge_step: int | None = None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        self.writer = EventsWriter(os.path.join(folder, "events"))
+        if purge_step is not None:  # TensorBoard hides the earlier files' steps ≥ purge_step
+            self.writer.write_event(Event(step=purge_step, file_version="brain.Event:2"))
+            start = SessionLog(status=SessionLog.START)
+            self.writer.write_event(Event(step=purge_step, session_log=start))
+        self.writer.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Writes ``{tag: value}`` at ``step`` and flushes them to the file."""
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        for tag, value in values.items():
+            self.writer.write_event(
+                Event(wall_time=time.time(), step=step, summary=scalar(tag, value))
+            )
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class MetricsLog:
     """The metrics of one run, from step ``first`` on (a resumed run drops what it redoes)."""
 
@@ -94,10 +126,7 @@ class MetricsLog:
         if config.log.wandb:
             self.wandb = _wandb_run(config, workdir)
         if config.log.tensorboard:
-            from tensorboardX import SummaryWriter
-
-            # TensorBoard hides the events of steps ≥ purge_step: those a resumed run redoes
-            self.tensorboard = SummaryWriter(workdir, purge_step=first + 1 if first else None)
+            self.tensorboard = EventFile(workdir, purge_step=first + 1 if first else None)
 
     def scalars(self, step: int, values: dict) -> None:
         """Writes the numbers among ``values`` (metrics.jsonl keys) to TensorBoard and W&B."""
@@ -107,9 +136,7 @@ class MetricsLog:
             if key in TAGS and isinstance(value, (int, float))
         }
         if self.tensorboard:
-            for tag, value in numbers.items():
-                self.tensorboard.add_scalar(tag, value, step)
-            self.tensorboard.flush()
+            self.tensorboard.scalars(step, numbers)
         if self.wandb:
             self.wandb.log(numbers, step=step)
 
