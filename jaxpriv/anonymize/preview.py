@@ -225,12 +225,10 @@ def _square_strip(frames: Sequence[np.ndarray], size: int) -> np.ndarray:
 
 
 def record_box(box: Sequence[float], shape: tuple[int, int], size: int) -> tuple:
-    """A source-pixel box (x0, y0, x1, y1) of an image of ``shape`` (H, W) in record geometry:
-    `sensitivity.resize_square`'s resize of the shorter side to ``size`` and centre crop."""
+    """A source-pixel box (x0, y0, x1, y1) of an image of ``shape`` (H, W) in record geometry
+    (`sensitivity.square_geometry`)."""
     height, width = shape
-    scale = size / min(height, width)
-    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
-    left, top = (new_width - size) // 2, (new_height - size) // 2
+    new_width, new_height, left, top = sensitivity.square_geometry(height, width, size)
     x0, y0, x1, y1 = box
     sx, sy = new_width / width, new_height / height
     return x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top

@@ -34,16 +34,19 @@ def sensitive_mask(public: np.ndarray, policy: str) -> np.ndarray:
     return np.full(public.shape, policy == "all", dtype=np.uint8)
 
 
-def resize_square(array: np.ndarray, size: int, interpolation: int) -> np.ndarray:
-    """A record's geometry: the shorter side resized to ``size``, centre-cropped to ``size×size``."""
-    height, width = array.shape[:2]
+def square_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """A record's geometry for an ``height×width`` image: (resized width, resized height, left,
+    top) — the shorter side resized to ``size``, then the ``size×size`` centre crop at (left,
+    top)."""
     scale = size / min(height, width)
-    resized = cv2.resize(
-        array,
-        (max(size, round(width * scale)), max(size, round(height * scale))),
-        interpolation=interpolation,
-    )
-    top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
+    new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
+    return new_width, new_height, (new_width - size) // 2, (new_height - size) // 2
+
+
+def resize_square(array: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """``array`` in a record's geometry (`square_geometry`)."""
+    new_width, new_height, left, top = square_geometry(*array.shape[:2], size)
+    resized = cv2.resize(array, (new_width, new_height), interpolation=interpolation)
     return resized[top : top + size, left : left + size]
 
 
