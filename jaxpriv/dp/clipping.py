@@ -50,24 +50,34 @@ def example_grad(loss_fn: LossFn, params: PyTree, example: Batch, public: bool):
     return jax.value_and_grad(lambda p: loss_fn(p, batched, public)[0])(params)
 
 
+def private_objective(loss_fn: LossFn, batch: Batch, maskdp: bool):
+    """params -> (the per-example losses whose gradients are clipped [B], the full-view losses
+    [B]): ℓ_full for DP-SGD; ℓ_full − ℓ_public for MaskDP, whose gradient is the residual
+    r_i = g_i − p_i in one backward pass through both views."""
+
+    def objective(p):
+        full = loss_fn(p, batch, False)
+        return (full - loss_fn(p, batch, True) if maskdp else full), full
+
+    return objective
+
+
 def private_contribution(
     loss_fn: LossFn, params: PyTree, example: Batch, *, clip_norm: float, maskdp: bool
 ):
     """One example's term of the private sum and its statistics: clip(g_i, C) for DP-SGD,
     clip(g_i − p_i, C) for MaskDP — exactly zero for an example without sensitive pixels (its
     two views are the same input; rounding in differently compiled paths must not leak)."""
-    if maskdp:  # r_i = ∇(ℓ_full − ℓ_public): one backward pass through both views
-        batched = jax.tree.map(lambda x: x[None], example)
+    objective = private_objective(loss_fn, jax.tree.map(lambda x: x[None], example), maskdp)
 
-        def difference(p):
-            full = loss_fn(p, batched, False)[0]
-            return full - loss_fn(p, batched, True)[0], full
+    def example_objective(p):
+        clipped_loss, full = objective(p)
+        return clipped_loss[0], full[0]
 
-        (_, loss), grad = jax.value_and_grad(difference, has_aux=True)(params)
+    (_, loss), grad = jax.value_and_grad(example_objective, has_aux=True)(params)
+    if maskdp:
         has_sensitive = jnp.any(example["sensitive"])
         grad = jax.tree.map(lambda g: jnp.where(has_sensitive, g, 0), grad)
-    else:
-        loss, grad = example_grad(loss_fn, params, example, public=False)
     clipped, norm = clip_by_global_norm(grad, clip_norm)
     return clipped, {
         "loss": loss,
@@ -108,12 +118,8 @@ def private_microbatch_sum(
     """Σ_i weight_i · ``private_contribution`` over one micro-batch, with summed statistics."""
     if method == "ghost":
         real = batch["weight"] > 0
-
-        def objective(p):
-            full = loss_fn(p, batch, False)
-            return (full - loss_fn(p, batch, True) if maskdp else full), full
-
         keep = real & _has_sensitive(batch) if maskdp else real
+        objective = private_objective(loss_fn, batch, maskdp)
         total, norms, losses = ghost.clipped_sum(objective, params, clip_norm=clip_norm, keep=keep)
         return total, _summed(
             real, {"loss": losses, "grad_norm": norms, "clipped": (norms > clip_norm) * 1.0}
